@@ -1,0 +1,168 @@
+"""Deterministic, atomic, schema-checked Parquet I/O for the tables in `schemas.tables`.
+
+Writes: rows are validated, sorted by the table's key, written with the explicit Arrow schema
+derived from the model, pinned compression and row-group size, to a temp file that is renamed into
+place. Identical rows give identical bytes, so DVC skips downstream stages.
+Reads: the file's schema must match the model's; a mismatch names the file and the column.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import types
+import typing
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ValidationError
+
+from schemas.errors import RestemError
+
+_PRIMITIVES = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
+ROW_GROUP_SIZE = 65_536
+COMPRESSION = "zstd"
+COMPRESSION_LEVEL = 3
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def _arrow_type(annotation: Any) -> tuple[pa.DataType, bool]:
+    """(Arrow type, nullable) of a field annotation."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"unsupported union {annotation}")
+        return _arrow_type(args[0])[0], True
+    if origin is typing.Literal:
+        values = typing.get_args(annotation)
+        return _PRIMITIVES[type(values[0])], False
+    if annotation in _PRIMITIVES:
+        return _PRIMITIVES[annotation], False
+    raise TypeError(f"no Arrow type for {annotation}")
+
+
+def arrow_schema(model: type[BaseModel]) -> pa.Schema:
+    """The explicit Arrow schema of a row model, in field order."""
+    fields = []
+    for name, info in model.model_fields.items():
+        typ, nullable = _arrow_type(info.annotation)
+        fields.append(pa.field(name, typ, nullable=nullable))
+    return pa.schema(fields)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; on success it is renamed onto `path`, on error removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield a temp folder beside `path`; on success it replaces `path`, on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write JSON atomically, with sorted keys so equal values give equal bytes."""
+    write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def to_table(model: type[BaseModel], rows: Iterable[BaseModel | dict], sort_by: Sequence[str]) -> pa.Table:
+    """Validate rows against `model` and build a sorted Arrow table with its explicit schema."""
+    schema = arrow_schema(model)
+    records = []
+    for i, row in enumerate(rows):
+        if isinstance(row, BaseModel):
+            records.append(row.model_dump())
+        else:
+            try:
+                records.append(model.model_validate(row).model_dump())
+            except ValidationError as exc:
+                raise RestemError(f"row {i} does not fit {model.__name__}: {exc}") from exc
+    table = pa.Table.from_pylist(records, schema=schema)
+    if sort_by and table.num_rows:
+        table = table.sort_by([(key, "ascending") for key in sort_by])
+    return table
+
+
+def write_table(path: Path, table: pa.Table) -> None:
+    """Write an Arrow table as Parquet, deterministically and atomically."""
+    with atomic_path(path) as tmp:
+        pq.write_table(
+            table,
+            tmp,
+            compression=COMPRESSION,
+            compression_level=COMPRESSION_LEVEL,
+            row_group_size=ROW_GROUP_SIZE,
+            use_dictionary=True,
+            write_statistics=True,
+        )
+
+
+def write_rows(path: Path, model: type[BaseModel], rows: Iterable[BaseModel | dict], sort_by: Sequence[str]) -> int:
+    """Validate, sort and write rows of `model` to `path`; returns the row count."""
+    table = to_table(model, rows, sort_by)
+    write_table(path, table)
+    return table.num_rows
+
+
+def read_table(path: Path, model: type[BaseModel]) -> pa.Table:
+    """Read a Parquet file and check that its schema is the model's."""
+    path = Path(path)
+    if not path.exists():
+        raise RestemError(f"{path}: file not found (run the stage that writes it, e.g. `dvc repro`)")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise RestemError(f"{path}: not a readable Parquet file ({exc})") from exc
+    expected = arrow_schema(model)
+    for field in expected:
+        if field.name not in table.schema.names:
+            raise RestemError(f"{path}: column `{field.name}` is missing (expected a {model.__name__} table)")
+        got = table.schema.field(field.name).type
+        if got != field.type:
+            raise RestemError(f"{path}: column `{field.name}` has type {got}, expected {field.type}")
+    extra = [n for n in table.schema.names if n not in expected.names]
+    if extra:
+        raise RestemError(f"{path}: unexpected columns {extra} in a {model.__name__} table")
+    return table.select(expected.names).cast(expected)
+
+
+def read_rows(path: Path, model: type[BaseModel]) -> list[dict]:
+    """Read a table as a list of dicts (schema-checked)."""
+    return read_table(path, model).to_pylist()

@@ -1,0 +1,111 @@
+"""The tables of the loop, one Pydantic model each (see DESIGN.md, "The loop as data").
+
+Field types are kept to what maps one-to-one onto Arrow: str, int, float, bool, each optionally None.
+Structured extras travel as canonical JSON text in a `details`/`meta` column.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.hashing import content_hash
+
+Verdict = Literal["correct", "incorrect", "unverifiable", "error"]
+
+
+class Row(BaseModel):
+    """Base of every table row: unknown columns are an error, rows are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Problem(Row):
+    """One task instance. `split` is demo (SFT data for the base), train (Grow pool) or test."""
+
+    problem_id: str = Field(description="content hash of (prompt, reference)")
+    split: Literal["demo", "train", "test"] = Field(description="which part of the problem set")
+    subset: str = Field(description="name of the set within the split, e.g. 'in_dist' or 'harder'")
+    prompt: str = Field(description="the text the model is given")
+    reference: str = Field(description="the gold final answer")
+    solution: Optional[str] = Field(default=None, description="a gold completion (demonstrations)")
+    difficulty: Optional[int] = Field(default=None, description="difficulty level, e.g. digit count")
+    source: str = Field(description="generator or file the problem came from")
+    meta: str = Field(default="{}", description="task-specific JSON, e.g. unit tests and entry point for code")
+
+    @staticmethod
+    def make_id(prompt: str, reference: str) -> str:
+        return content_hash("problem", prompt, reference)
+
+
+class Sample(Row):
+    """One completion sampled from a policy."""
+
+    sample_id: str = Field(description="hash of (problem_id, policy, sampling params, index, seed)")
+    problem_id: str
+    iteration: int = Field(description="loop iteration that grew it (evaluation rows: the model's)")
+    purpose: Literal["grow", "eval"] = Field(description="training pool sample or evaluation sample")
+    policy: str = Field(description="content hash of the model that generated it")
+    engine: str = Field(description="sampling engine and version, e.g. 'transformers 5.19.0'")
+    sample_index: int = Field(description="index among the samples of this problem")
+    seed: int = Field(description="the per-request seed")
+    temperature: float
+    prompt: str
+    completion: str
+    finish_reason: Literal["stop", "length"]
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Score(Row):
+    """One verdict on one sample by one verifier. An exception is `error`, never `incorrect`."""
+
+    sample_id: str
+    problem_id: str
+    iteration: int
+    verifier: str = Field(description="verifier name and version")
+    reward: float
+    correct: Optional[bool] = Field(description="null when the verdict is unverifiable or error")
+    verdict: Verdict
+    extracted: Optional[str] = Field(description="the final answer extracted from the completion")
+    steps_valid: Optional[bool] = Field(description="every checkable reasoning step is right; null if none")
+    details: str = Field(default="{}", description="verifier-specific JSON")
+
+
+class Kept(Row):
+    """A sample admitted to the training set of an iteration, with the rule that admitted it."""
+
+    sample_id: str
+    problem_id: str
+    iteration: int
+    prompt: str
+    completion: str
+    reward: float
+    rule: str = Field(description="the filter rule and its settings, e.g. 'correct;cap=4;dedup'")
+
+
+class Rejected(Row):
+    """A sample the filter dropped, and why."""
+
+    sample_id: str
+    problem_id: str
+    iteration: int
+    reward: float
+    filter_reason: Literal["incorrect", "unverifiable", "error", "invalid_steps", "duplicate", "over_cap"]
+
+
+class ModelMeta(BaseModel):
+    """`restem.json` beside each Hugging Face checkpoint folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_hash: str = Field(description="content hash of the checkpoint's files")
+    iteration: int
+    parent: Optional[str] = Field(default=None, description="model_hash of the model it started from")
+    checkpoint: Optional[str] = Field(
+        default=None, description="path of an external checkpoint this folder stands for (user's own base)"
+    )
+    training_data: Optional[str] = Field(default=None, description="hash of the training rows")
+    params: dict = Field(default_factory=dict, description="the params that made it")
+    train_log: list[dict] = Field(default_factory=list, description="loss by step")

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Set up restem in ./.venv with Python 3.11 and pip.
+#   bash scripts/setup.sh          # the package, its CLI and the pipeline's dependencies
+#   bash scripts/setup.sh --test   # also pytest, and bubblewrap for the code sandbox where apt-get can install it
+# torch: with no NVIDIA GPU visible, torch==2.13.0 is installed first (the CPU build where the package index
+# serves it; set TORCH_INDEX_URL to a CPU wheel index elsewhere). With a GPU, the torch already in the venv,
+# or pip's default CUDA build, is kept.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3.11}
+extras=""
+if [[ "${1:-}" == "--test" ]]; then extras="[test]"; fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  "$PYTHON" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+
+if ! command -v nvidia-smi >/dev/null 2>&1; then
+  if [[ -n "${TORCH_INDEX_URL:-}" ]]; then
+    pip install -q "torch==2.13.0" --index-url "$TORCH_INDEX_URL"
+  else
+    pip install -q "torch==2.13.0"
+  fi
+fi
+pip install -q -e ".${extras}"
+
+if [[ -n "$extras" ]] && ! command -v bwrap >/dev/null 2>&1; then
+  # The code verifiers use bubblewrap where it exists and fall back to weaker isolation where not.
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) \
+      || echo "setup: could not install bubblewrap; code sandbox tests run with weaker isolation" >&2
+  else
+    echo "setup: bubblewrap not found; install it (e.g. apt-get install bubblewrap) for full code isolation" >&2
+  fi
+fi
+echo "setup: done ($(python --version), torch $(python -c 'import torch; print(torch.__version__)'))"

@@ -1,0 +1,77 @@
+"""Stage `base`: the starting policy, `models/iter0`.
+
+Default: builds the character tokenizer and a small Llama from `base.model` and trains it by SFT on
+the demonstrations (`data/problems/demos.parquet`). With `base.checkpoint` set, no training happens:
+`models/iter0/restem.json` points at the user's local Hugging Face checkpoint and records its hash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from schemas.errors import RestemError
+from schemas.hashing import content_hash, folder_hash
+from schemas.io import atomic_dir, read_rows, write_json
+from schemas.params import Params, load_params
+from schemas.tables import ModelMeta, Problem
+from stages.common import log, model_dir, problems_dir, stage_main
+from stages.engines import set_threads
+from stages.modeling import META_FILE, build_char_tokenizer, build_model, save_policy
+
+
+def link_checkpoint(checkpoint: str, out: Path) -> ModelMeta:
+    """Write `out/restem.json` standing for an external checkpoint folder."""
+    path = Path(checkpoint).expanduser().resolve()
+    if not (path / "config.json").is_file():
+        raise RestemError(f"{path}: not a Hugging Face checkpoint folder (no config.json); "
+                          "params: base.checkpoint must name a local folder made by save_pretrained")
+    meta = ModelMeta(model_hash=folder_hash(path), iteration=0, checkpoint=str(path), params={"checkpoint": str(path)})
+    with atomic_dir(out) as tmp:
+        write_json(tmp / META_FILE, json.loads(meta.model_dump_json()))
+    return meta
+
+
+def run(params: Params, root: Path = Path(".")) -> ModelMeta:
+    out = model_dir(0, root)
+    if params.base.checkpoint:
+        meta = link_checkpoint(params.base.checkpoint, out)
+        log(f"base: using checkpoint {meta.checkpoint} ({meta.model_hash})")
+        return meta
+    set_threads(params.runtime.threads)
+    demos = read_rows(problems_dir(root) / "demos.parquet", Problem)
+    if not demos:
+        raise RestemError(f"{problems_dir(root) / 'demos.parquet'}: no demonstrations to train the base model on")
+    pairs = [(d["prompt"], d["solution"]) for d in demos]
+    tokenizer = build_char_tokenizer()
+    unknown = sorted({ch for p, s in pairs for ch in p + s if tokenizer.convert_tokens_to_ids(ch) == tokenizer.unk_token_id})
+    if unknown:
+        raise RestemError(f"demonstrations use characters the built-in tokenizer lacks: {unknown}; "
+                          "point base.checkpoint at a model with its own tokenizer")
+    model = build_model(tokenizer, params.base.model, params.base.train.seed)
+    from stages.training import train_sft
+
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"base: training a {n_params / 1e6:.2f}M-parameter Llama on {len(pairs)} demonstrations")
+    train_log = train_sft(model, tokenizer, pairs, params.base.train, params.base.model.max_positions)
+    log(f"base: loss {train_log[0]['loss']:.3f} -> {train_log[-1]['loss']:.3f}")
+    meta = save_policy(model, tokenizer, out, {
+        "iteration": 0,
+        "training_data": content_hash(sorted(d["problem_id"] for d in demos)),
+        "params": json.loads(params.base.model_dump_json()),
+        "train_log": train_log,
+    })
+    return meta
+
+
+@stage_main
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.base", description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    run(load_params(args.params))
+
+
+if __name__ == "__main__":
+    main()

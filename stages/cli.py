@@ -1,0 +1,213 @@
+"""`restem`: the command line for people at a terminal.
+
+Each stage is also a command (`restem grow --iteration 1 --prev 0`), though `dvc repro` is the usual
+way to run them. `restem next` appends an iteration to params.yaml and runs it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from schemas.errors import RestemError
+
+app = typer.Typer(help="restem: a self-training dataset factory (ReST / ReST-EM as DVC stages).",
+                  no_args_is_help=True, add_completion=False)
+
+
+def _fail(exc: RestemError) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+def _params(path: Path):
+    from schemas.params import load_params
+
+    return load_params(path)
+
+
+PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file")
+
+
+@app.command()
+def problems(params: Path = PARAMS) -> None:
+    """Write the problem set (data/problems)."""
+    from stages import problems as stage
+
+    try:
+        stage.run(_params(params))
+    except RestemError as exc:
+        _fail(exc)
+
+
+@app.command()
+def base(params: Path = PARAMS) -> None:
+    """Train or link the base model (models/iter0)."""
+    from stages import base as stage
+
+    try:
+        stage.run(_params(params))
+    except RestemError as exc:
+        _fail(exc)
+
+
+@app.command()
+def grow(iteration: int = typer.Option(..., help="iteration number"),
+         prev: int = typer.Option(..., help="iteration whose model samples"), params: Path = PARAMS) -> None:
+    """Sample K completions per training problem (data/iter<i>/samples.parquet)."""
+    from stages import grow as stage
+
+    try:
+        stage.run(_params(params), iteration, prev)
+    except RestemError as exc:
+        _fail(exc)
+
+
+@app.command()
+def score(iteration: int = typer.Option(...), params: Path = PARAMS) -> None:
+    """Score every sample of an iteration (data/iter<i>/scores.parquet)."""
+    from stages import score as stage
+
+    try:
+        stage.run(_params(params), iteration)
+    except RestemError as exc:
+        _fail(exc)
+
+
+@app.command(name="filter")
+def filter_(iteration: int = typer.Option(...), params: Path = PARAMS) -> None:
+    """Keep the good samples (data/iter<i>/kept.parquet, rejected.parquet)."""
+    from stages import filter as stage
+
+    try:
+        stage.run(_params(params), iteration)
+    except RestemError as exc:
+        _fail(exc)
+
+
+@app.command()
+def improve(iteration: int = typer.Option(...), init: int = typer.Option(..., help="iteration to start from"),
+            params: Path = PARAMS) -> None:
+    """Fine-tune on the kept samples (models/iter<i>)."""
+    from stages import improve as stage
+
+    try:
+        stage.run(_params(params), iteration, init)
+    except RestemError as exc:
+        _fail(exc)
+
+
+@app.command()
+def evaluate(params: Path = PARAMS) -> None:
+    """Evaluate every model of the loop (metrics/)."""
+    from stages import evaluate as stage
+
+    try:
+        stage.run(_params(params))
+    except RestemError as exc:
+        _fail(exc)
+
+
+def append_iteration(path: Path, warm: bool) -> int:
+    """Append the next iteration to `loop.iterations` in params.yaml, keeping comments; returns its number."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
+
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    data = yaml.load(path.read_text())
+    try:
+        iterations = data["loop"]["iterations"]
+    except (KeyError, TypeError):
+        raise RestemError(f"{path}: no loop.iterations mapping to append to") from None
+    last = max((int(k) for k in iterations), default=0)
+    entry = CommentedMap(prev=last, init=last if warm else 0)
+    entry.fa.set_flow_style()
+    from ruamel.yaml.scalarstring import SingleQuotedScalarString
+
+    iterations[SingleQuotedScalarString(str(last + 1))] = entry
+    _params_check = path.with_name(f".{path.name}.check")
+    with open(_params_check, "w") as f:
+        yaml.dump(data, f)
+    try:
+        _params(_params_check)  # never leave an invalid params file behind
+        _params_check.replace(path)
+    finally:
+        _params_check.unlink(missing_ok=True)
+    return last + 1
+
+
+@app.command(name="next")
+def next_(
+    warm: bool = typer.Option(False, "--warm", help="start Improve from the previous model, not the base"),
+    exp: bool = typer.Option(False, "--exp", help="run as a DVC experiment (dvc exp run) instead of dvc repro"),
+    run: bool = typer.Option(True, "--run/--no-run", help="run the pipeline after appending"),
+    params: Path = PARAMS,
+) -> None:
+    """Append the next iteration to params.yaml and run it (only the new stages run)."""
+    try:
+        if exp:
+            # An experiment must not edit the workspace's params: pass the new entry with -S.
+            loop = _params(params).loop.iterations
+            last = max((int(k) for k in loop), default=0)
+            init = last if warm else 0
+            cmd = ["dvc", "exp", "run", "-S", f"+loop.iterations.'{last + 1}'={{prev: {last}, init: {init}}}"]
+            typer.echo(f"iteration {last + 1}: {' '.join(cmd)}")
+        else:
+            number = append_iteration(params, warm)
+            typer.echo(f"appended iteration {number} to {params}")
+            cmd = ["dvc", "repro"]
+    except RestemError as exc:
+        _fail(exc)
+    if run:
+        raise typer.Exit(subprocess.call(cmd))
+
+
+@app.command()
+def metrics(params: Path = PARAMS) -> None:
+    """Print the headline metrics of every iteration as a table."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    folder = Path("metrics/iterations")
+    files = sorted(folder.glob("iter*.json"), key=lambda p: int(p.stem[4:])) if folder.exists() else []
+    if not files:
+        _fail(RestemError("metrics/iterations: no metrics yet; run `dvc repro`"))
+    table = Table("iteration", "test set", "pass@1", "pass@k", "maj@k", "wrong steps")
+    for path in files:
+        m = json.loads(path.read_text())
+        for subset, v in sorted(m["test"].items()):
+            k = next(key for key in v if key.startswith("maj@"))[4:]
+            fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+            table.add_row(str(m["iteration"]), subset, fmt(v["pass@1"]), fmt(v[f"pass@{k}"]), fmt(v[f"maj@{k}"]),
+                          fmt(v["wrong_steps_rate"]))
+    Console().print(table)
+
+
+def _mount_tools() -> None:
+    """`restem verify` and `restem import problems|samples`: tools that work outside the pipeline."""
+    from stages.importers import import_problems_command, import_samples_command
+    from stages.verify import verify_command
+
+    app.command("verify")(verify_command)
+    tools = typer.Typer(help="Import problems or external completions into restem's tables.", no_args_is_help=True)
+    tools.command("problems")(import_problems_command)
+    tools.command("samples")(import_samples_command)
+    app.add_typer(tools, name="import")
+
+
+_mount_tools()
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(app())

@@ -1,0 +1,48 @@
+"""What every stage shares: the `main` wrapper that turns user errors into a message and exit 2,
+and the standard paths of the workspace (one name per concept: stage `grow` writes
+`data/iter<i>/samples.parquet`, and so on)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from schemas.errors import RestemError
+
+DATA = Path("data")
+MODELS = Path("models")
+METRICS = Path("metrics")
+
+
+def problems_dir(root: Path = Path(".")) -> Path:
+    return root / DATA / "problems"
+
+
+def iter_dir(iteration: int, root: Path = Path(".")) -> Path:
+    return root / DATA / f"iter{iteration}"
+
+
+def model_dir(iteration: int, root: Path = Path(".")) -> Path:
+    return root / MODELS / f"iter{iteration}"
+
+
+def log(message: str) -> None:
+    """Progress lines go to stderr so stdout stays clean for data."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def stage_main(fn: Callable[..., object]) -> Callable[..., None]:
+    """Run a stage entry point; a `RestemError` prints `error: ...` and exits with status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs) -> None:
+        try:
+            fn(*args, **kwargs)
+        except RestemError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper

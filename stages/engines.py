@@ -1,0 +1,145 @@
+"""Sampling engines behind one small interface: prompts, per-request seeds and sampling params in,
+completions out, in request order.
+
+`TransformersEngine` uses Hugging Face `generate` (batched, KV cache, left padding). Sampling is
+done as Gumbel-max: each request has its own `torch.Generator`, seeded from its own seed, that draws
+the noise added to its logits, and `generate` then takes the argmax. A request's completion thus
+depends on its prompt and seed, not on which other requests share its batch or in which order.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, Sequence
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float  # 0: greedy
+    max_new_tokens: int
+    top_p: float = 1.0
+    top_k: int = 0
+
+    def as_dict(self) -> dict:
+        return {"temperature": self.temperature, "max_new_tokens": self.max_new_tokens, "top_p": self.top_p, "top_k": self.top_k}
+
+
+@dataclass(frozen=True)
+class Request:
+    prompt: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str  # stop | length
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Engine(Protocol):
+    name: str  # engine and version, recorded in every sample row
+
+    def generate(self, requests: Sequence[Request], sampling: SamplingParams, progress: str = "") -> list[Completion]: ...
+
+
+def set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
+class _GumbelSampler:
+    """Logits processor: temperature, top-k/top-p cut, then per-row Gumbel noise from per-row RNGs."""
+
+    def __init__(self, seeds: Sequence[int], sampling: SamplingParams):
+        import torch
+
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        self.sampling = sampling
+
+    def __call__(self, input_ids: "torch.Tensor", scores: "torch.Tensor") -> "torch.Tensor":
+        import torch
+
+        s = self.sampling
+        scores = scores.float() / s.temperature
+        if s.top_k and s.top_k < scores.shape[-1]:
+            kth = torch.topk(scores, s.top_k, dim=-1).values[:, -1:]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        if s.top_p < 1.0:
+            sorted_scores, order = torch.sort(scores, descending=True, dim=-1)
+            cum = torch.softmax(sorted_scores, dim=-1).cumsum(dim=-1)
+            drop_sorted = (cum - torch.softmax(sorted_scores, dim=-1)) > s.top_p
+            drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+            scores = scores.masked_fill(drop, float("-inf"))
+        vocab = scores.shape[-1]
+        uniform = torch.stack([torch.rand(vocab, generator=g) for g in self.generators])
+        uniform = uniform.clamp_(1e-10, 1.0 - 1e-7)
+        return scores - torch.log(-torch.log(uniform))
+
+
+class TransformersEngine:
+    """Batched Hugging Face `generate` over a loaded policy."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 256):
+        import transformers
+
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.name = f"transformers {transformers.__version__}"
+
+    def _batch(self, requests: Sequence[Request], sampling: SamplingParams) -> list[Completion]:
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        tok = self.tokenizer
+        enc = tok([r.prompt for r in requests], return_tensors="pt", padding=True)
+        config = GenerationConfig(
+            do_sample=False,
+            max_new_tokens=sampling.max_new_tokens,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            bos_token_id=tok.bos_token_id,
+            use_cache=True,
+        )
+        processors = LogitsProcessorList()
+        if sampling.temperature > 0:
+            processors.append(_GumbelSampler([r.seed for r in requests], sampling))
+        with torch.inference_mode():
+            out = self.model.generate(
+                **enc, generation_config=config, logits_processor=processors
+            )
+        new = out[:, enc["input_ids"].shape[1] :].tolist()
+        prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
+        results = []
+        for ids, plen in zip(new, prompt_lens):
+            if tok.eos_token_id in ids:
+                ids, reason = ids[: ids.index(tok.eos_token_id)], "stop"
+            else:
+                reason = "length"
+            ids = [i for i in ids if i != tok.pad_token_id]
+            text = tok.decode(ids, skip_special_tokens=True)
+            results.append(Completion(text, reason, int(plen), len(ids) + (reason == "stop")))
+        return results
+
+    def generate(self, requests: Sequence[Request], sampling: SamplingParams, progress: str = "") -> list[Completion]:
+        """Completions in request order. Requests are batched by prompt length to limit padding."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        order = sorted(range(len(requests)), key=lambda i: (len(requests[i].prompt), i))
+        results: list[Completion | None] = [None] * len(requests)
+        with Progress(
+            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            disable=not progress, transient=False,
+        ) as bar:
+            task = bar.add_task(progress, total=len(requests))
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                for i, c in zip(idx, self._batch([requests[i] for i in idx], sampling)):
+                    results[i] = c
+                bar.advance(task, len(idx))
+        return results  # type: ignore[return-value]

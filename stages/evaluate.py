@@ -1,0 +1,194 @@
+"""Stage `evaluate`: every model of the loop on the held-out problems.
+
+For iteration 0 and each iteration in `loop.iterations`: greedy pass@1, the unbiased pass@k
+estimator (Chen et al. 2021) and maj@k over k sampled completions, per test set and per difficulty,
+and the rate of right answers reached through wrong steps. Writes
+- `metrics/iterations/iter<i>.json`: one JSON per iteration;
+- `metrics/summary.json`: the latest iteration, the base and the gain, under fixed keys, so that
+  `dvc exp diff` between runs of different lengths shows how the headline numbers moved;
+- `metrics/accuracy.csv`: one row per iteration, for `dvc plots`;
+- `data/eval/iter<i>/{samples,scores}.parquet`: every evaluation sample and its verdict.
+It is one stage, not one per iteration, so the summary has a single writer. Results are memoised per
+iteration by a key of (model hash, test set, params, code): appending an iteration evaluates only the
+new model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+from schemas.hashing import content_hash, file_hash
+from schemas.io import read_rows, write_json, write_rows, write_text
+from schemas.params import Params, load_params
+from schemas.tables import Problem, Sample, Score
+from stages import engines, grow, score
+from stages.common import DATA, METRICS, log, model_dir, problems_dir, stage_main
+from stages.engines import SamplingParams, set_threads
+from stages.modeling import model_hash, read_meta
+
+FORMAT = 1  # bump when the metrics layout changes
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k)."""
+    if k > n:
+        raise ValueError(f"k={k} exceeds n={n}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def majority_correct(rows: Sequence[dict]) -> bool:
+    """maj@k: the most frequent extracted answer (ties: the earliest sample) is a correct one."""
+    answers = [r["extracted"] for r in rows if r["extracted"] is not None]
+    if not answers:
+        return False
+    counts = Counter(answers)
+    best = max(counts.values())
+    winner = next(a for a in answers if counts[a] == best)
+    return any(r["correct"] for r in rows if r["extracted"] == winner)
+
+
+def _mean(values: Iterable[float]) -> Optional[float]:
+    values = list(values)
+    return round(sum(values) / len(values), 6) if values else None
+
+
+def summarise(problems: Sequence[dict], greedy: dict[str, dict], sampled: dict[str, list[dict]], k: int) -> dict:
+    """Metrics over a group of problems, given greedy and sampled score rows by problem_id."""
+    ids = [p["problem_id"] for p in problems]
+    g_correct = [bool(greedy[i]["correct"]) for i in ids]
+    right = [greedy[i] for i in ids if greedy[i]["correct"] and greedy[i]["steps_valid"] is not None]
+    sampled_right = [r for i in ids for r in sampled[i] if r["correct"] and r["steps_valid"] is not None]
+    return {
+        "n": len(ids),
+        "pass@1": _mean(map(float, g_correct)),
+        "pass@1_sampled": _mean(pass_at_k(k, sum(bool(r["correct"]) for r in sampled[i]), 1) for i in ids),
+        f"pass@{k}": _mean(pass_at_k(k, sum(bool(r["correct"]) for r in sampled[i]), k) for i in ids),
+        f"maj@{k}": _mean(float(majority_correct(sampled[i])) for i in ids),
+        "wrong_steps_rate": _mean(float(r["steps_valid"] is False) for r in right),
+        "wrong_steps_rate_sampled": _mean(float(r["steps_valid"] is False) for r in sampled_right),
+    }
+
+
+def evaluate_model(params: Params, iteration: int, problems: list[dict], root: Path) -> tuple[dict, list, list]:
+    """Sample and score one model on the test problems; returns (metrics, samples, scores)."""
+    e = params.evaluate
+    folder = model_dir(iteration, root)
+    policy = model_hash(folder)
+    engine = grow.make_engine(params.grow.engine, folder, params.runtime.batch_size)
+    greedy = grow.sample(engine, problems, 1, SamplingParams(0.0, e.max_new_tokens), e.seed, iteration, "eval",
+                         policy, label=f"evaluate@{iteration} greedy")
+    sampled = grow.sample(engine, problems, e.samples, SamplingParams(e.temperature, e.max_new_tokens, e.top_p),
+                          e.seed, iteration, "eval", policy, label=f"evaluate@{iteration} k={e.samples}")
+    samples = [s.model_dump() for s in greedy + sampled]
+    scores = [s.model_dump() for s in score.score_samples(params.score.verifier, samples, {
+        p["problem_id"]: score.problem_view(p) for p in problems}, params.runtime.workers, params.score.timeout_s)]
+    by_sample = {s["sample_id"]: s for s in scores}
+    g_rows = {s["problem_id"]: by_sample[s["sample_id"]] for s in samples if s["temperature"] == 0}
+    s_rows: dict[str, list[dict]] = defaultdict(list)
+    for s in sorted(samples, key=lambda r: r["sample_index"]):
+        if s["temperature"] > 0:
+            s_rows[s["problem_id"]].append(by_sample[s["sample_id"]])
+    tests: dict[str, dict] = {}
+    for subset in sorted({p["subset"] for p in problems}):
+        group = [p for p in problems if p["subset"] == subset]
+        metrics = summarise(group, g_rows, s_rows, e.samples)
+        levels = sorted({p["difficulty"] for p in group if p["difficulty"] is not None})
+        if len(levels) > 1:
+            metrics["by_difficulty"] = {
+                str(d): summarise([p for p in group if p["difficulty"] == d], g_rows, s_rows, e.samples) for d in levels
+            }
+        tests[subset] = metrics
+    meta = read_meta(folder)
+    trained_on = (meta.params.get("rows") if meta else None)
+    return {"iteration": iteration, "model": policy, "test": tests, "trained_on_samples": trained_on}, samples, scores
+
+
+def eval_key(params: Params, iteration: int, root: Path) -> str:
+    """What an iteration's metrics depend on: if unchanged, the stored result is reused."""
+    code = [Path(m.__file__) for m in (engines, grow, score)] + [Path(__file__)]
+    return content_hash(
+        FORMAT, model_hash(model_dir(iteration, root)), file_hash(problems_dir(root) / "test.parquet"),
+        params.evaluate.model_dump(), params.grow.engine, params.score.model_dump(), [file_hash(p) for p in code],
+    )
+
+
+def _headline(metrics: dict, k: int) -> dict:
+    return {subset: {key: m[key] for key in ("pass@1", f"pass@{k}", f"maj@{k}", "wrong_steps_rate")}
+            for subset, m in metrics["test"].items()}
+
+
+def _accuracy_csv(all_metrics: list[dict], k: int) -> str:
+    columns = ["iteration"]
+    rows = []
+    for m in all_metrics:
+        row = {"iteration": m["iteration"]}
+        for subset, values in sorted(m["test"].items()):
+            for key in ("pass@1", f"pass@{k}", f"maj@{k}"):
+                row[f"{subset} {key}"] = values[key]
+        rows.append(row)
+        columns += [c for c in row if c not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def run(params: Params, root: Path = Path(".")) -> dict:
+    """Evaluate iteration 0 and every loop iteration; returns the summary."""
+    set_threads(params.runtime.threads)
+    problems = read_rows(problems_dir(root) / "test.parquet", Problem)
+    iterations = [0] + sorted(int(k) for k in params.loop.iterations)
+    k = params.evaluate.samples
+    per_iter_dir, eval_dir = root / METRICS / "iterations", root / DATA / "eval"
+    wanted = {f"iter{i}.json" for i in iterations}
+    for stale in per_iter_dir.glob("iter*.json") if per_iter_dir.exists() else []:
+        if stale.name not in wanted:
+            stale.unlink()
+    all_metrics = []
+    for i in iterations:
+        key = eval_key(params, i, root)
+        path = per_iter_dir / f"iter{i}.json"
+        if path.exists() and (eval_dir / f"iter{i}" / "scores.parquet").exists():
+            stored = json.loads(path.read_text())
+            if stored.get("eval_key") == key:
+                log(f"evaluate@{i}: unchanged, reusing {path}")
+                all_metrics.append(stored)
+                continue
+        metrics, samples, scores = evaluate_model(params, i, problems, root)
+        metrics["eval_key"] = key
+        write_rows(eval_dir / f"iter{i}" / "samples.parquet", Sample, samples, sort_by=grow.SORT)
+        write_rows(eval_dir / f"iter{i}" / "scores.parquet", Score, scores, sort_by=score.SORT)
+        write_json(path, metrics)
+        heads = ", ".join(f"{s} pass@1 {m['pass@1']:.3f}" for s, m in metrics["test"].items())
+        log(f"evaluate@{i}: {heads}")
+        all_metrics.append(metrics)
+    latest, base = all_metrics[-1], all_metrics[0]
+    head_latest, head_base = _headline(latest, k), _headline(base, k)
+    gain = {s: {key: (None if v is None or head_base[s][key] is None else round(v - head_base[s][key], 6))
+                for key, v in vals.items()} for s, vals in head_latest.items()}
+    summary = {"iterations": len(iterations) - 1, "latest": head_latest, "base": head_base, "gain": gain}
+    write_json(root / METRICS / "summary.json", summary)
+    write_text(root / METRICS / "accuracy.csv", _accuracy_csv(all_metrics, k))
+    return summary
+
+
+@stage_main
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.evaluate", description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    run(load_params(args.params))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Stage `problems`: the problem set, as `data/problems/{demos,train,test}.parquet`.
+
+Either generates the embedded addition task from a seed (demonstrations for the base model, a
+Grow pool, and named test sets at fixed digit counts, disjoint from each other), or reads a user's
+own JSONL/Parquet files (params: problems.files). Every row is checked; a bad row names the file,
+the row and the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+from typing import Iterator
+
+from schemas.errors import RestemError
+from schemas.io import atomic_dir, write_rows
+from schemas.params import ArithmeticTask, Params, ProblemFiles, load_params
+from schemas.tables import Problem
+from stages.common import log, problems_dir, stage_main
+from verifiers.arithmetic import make_prompt, random_operand, scratchpad
+
+SPLITS = ("demos", "train", "test")
+SORT = ["subset", "problem_id"]
+
+
+def _addition(a: int, b: int, split: str, subset: str, source: str) -> Problem:
+    prompt, reference = make_prompt(a, b), str(a + b)
+    return Problem(
+        problem_id=Problem.make_id(prompt, reference), split=split, subset=subset, prompt=prompt,
+        reference=reference, solution=scratchpad(a, b), difficulty=max(len(str(a)), len(str(b))), source=source,
+    )
+
+
+def _draw(rng: random.Random, count: int, digits: Iterator[tuple[int, int]], taken: set[str], split: str,
+          subset: str) -> list[Problem]:
+    out: list[Problem] = []
+    attempts = 0
+    while len(out) < count:
+        attempts += 1
+        if attempts > 50 * count + 1000:
+            raise RestemError(
+                f"problems.arithmetic: cannot draw {count} distinct {split}/{subset} problems "
+                "with these digit counts; lower the count or widen the digits"
+            )
+        da, db = next(digits)
+        p = _addition(random_operand(rng, da), random_operand(rng, db), split, subset, "arithmetic")
+        if p.problem_id not in taken:
+            taken.add(p.problem_id)
+            out.append(p)
+    return out
+
+
+def generate_arithmetic(task: ArithmeticTask, seed: int) -> dict[str, list[Problem]]:
+    """Test sets first, then the Grow pool, then demonstrations, each disjoint from the earlier ones."""
+    rng = random.Random(seed)
+    taken: set[str] = set()
+
+    def fixed(d: int):
+        while True:
+            yield d, d
+
+    def ranged(low: int, high: int):
+        # Both operands have the same digit count, drawn uniformly, so each length is equally taught.
+        while True:
+            d = rng.randint(low, high)
+            yield d, d
+
+    test = []
+    for name, digits in sorted(task.test_sets.items()):
+        test += _draw(rng, task.test_count, fixed(digits), taken, "test", name)
+    train = _draw(rng, task.train_count, ranged(task.train_digits.low, task.train_digits.high), taken, "train", "pool")
+    demos = _draw(rng, task.demo_count, ranged(task.demo_digits.low, task.demo_digits.high), taken, "demo", "demos")
+    if task.extra_demo_count and task.extra_demo_digits:
+        demos += _draw(rng, task.extra_demo_count, fixed(task.extra_demo_digits), taken, "demo", "extra")
+    return {"demos": demos, "train": train, "test": test}
+
+
+def _read_records(path: Path) -> list[dict]:
+    """Rows of a JSONL or Parquet file; a malformed line is an error naming it."""
+    if not path.exists():
+        raise RestemError(f"{path}: problem file not found (params: problems.files)")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(path).to_pylist()
+        except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+            raise RestemError(f"{path}: not a readable Parquet file ({exc})") from exc
+    if path.suffix not in (".jsonl", ".json"):
+        raise RestemError(f"{path}: unknown file type; use .jsonl or .parquet")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RestemError(f"{path}, line {n}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise RestemError(f"{path}, line {n}: expected a JSON object")
+        rows.append(row)
+    return rows
+
+
+def read_problem_file(path: Path, files: ProblemFiles, split: str, need_solution: bool = False) -> list[Problem]:
+    """Problems from a user's file, every row checked."""
+    records = _read_records(path)
+    if not records:
+        raise RestemError(f"{path}: no rows")
+    out, seen = [], set()
+    for n, rec in enumerate(records, start=1):
+        where = f"{path}, row {n}"
+        prompt = rec.get(files.prompt_field)
+        if not isinstance(prompt, str) or not prompt:
+            raise RestemError(f"{where}: field `{files.prompt_field}` must be a non-empty string "
+                              f"(params: problems.files.prompt_field)")
+        reference = rec.get(files.reference_field)
+        if reference is None or isinstance(reference, (dict, list)):
+            raise RestemError(f"{where}: field `{files.reference_field}` (the gold answer) is missing "
+                              f"(params: problems.files.reference_field)")
+        solution = rec.get(files.solution_field)
+        if need_solution and not isinstance(solution, str):
+            raise RestemError(f"{where}: a demonstration needs a `{files.solution_field}` string")
+        difficulty = rec.get(files.difficulty_field) if files.difficulty_field else None
+        if difficulty is not None and not isinstance(difficulty, int):
+            raise RestemError(f"{where}: field `{files.difficulty_field}` must be an integer")
+        subset = str(rec.get(files.subset_field, split)) if files.subset_field else split
+        problem = Problem(
+            problem_id=Problem.make_id(prompt, str(reference)), split=split, subset=subset, prompt=prompt,
+            reference=str(reference), solution=solution if isinstance(solution, str) else None,
+            difficulty=difficulty, source=path.name,
+        )
+        if problem.problem_id in seen:
+            continue  # an exact repeat of (prompt, reference) is the same problem
+        seen.add(problem.problem_id)
+        out.append(problem)
+    return out
+
+
+def run(params: Params, root: Path = Path(".")) -> dict[str, int]:
+    """Write the three problem tables; returns row counts per split."""
+    spec = params.problems
+    if spec.source == "arithmetic":
+        tables = generate_arithmetic(spec.arithmetic, spec.seed)
+    else:
+        files = spec.files
+        tables = {
+            "train": read_problem_file(Path(files.train), files, "train"),
+            "test": read_problem_file(Path(files.test), files, "test"),
+            "demos": read_problem_file(Path(files.demos), files, "demo", need_solution=True) if files.demos else [],
+        }
+        if not tables["demos"] and params.base.checkpoint is None:
+            raise RestemError("params: training a base model needs demonstrations; set problems.files.demos "
+                              "or point base.checkpoint at a local Hugging Face checkpoint")
+    out = problems_dir(root)
+    with atomic_dir(out) as tmp:
+        for split in SPLITS:
+            write_rows(tmp / f"{split}.parquet", Problem, tables[split], sort_by=SORT)
+    counts = {split: len(rows) for split, rows in tables.items()}
+    log(f"problems: {counts} -> {out}")
+    return counts
+
+
+@stage_main
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.problems", description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    run(load_params(args.params))
+
+
+if __name__ == "__main__":
+    main()

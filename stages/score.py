@@ -1,0 +1,80 @@
+"""Stage `score`: one verdict per sample, `data/iter<i>/scores.parquet`.
+
+The verifier named in `score.verifier` judges each completion against its problem; an exception
+is recorded as the verdict `error` and counted, never as `incorrect`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+from schemas.errors import RestemError
+from schemas.io import read_rows, write_rows
+from schemas.params import Params, load_params
+from schemas.tables import Problem, Sample, Score
+from stages.common import iter_dir, log, problems_dir, stage_main
+from verifiers import get_verifier
+from verifiers.batch import grade_batch
+
+SORT = ["sample_id"]
+
+
+def problem_view(row: dict) -> dict:
+    """What a verifier sees of a problem: the row, with `meta` parsed from JSON."""
+    return {**row, "meta": json.loads(row.get("meta") or "{}")}
+
+
+def score_samples(verifier_name: str, samples: Sequence[dict], problems: dict[str, dict], workers: int = 0,
+                  timeout_s: float = 10.0, stats: dict | None = None) -> list[Score]:
+    """Score rows for samples; every sample's problem must be known. `stats` receives the counts of
+    timeouts and crashes."""
+    verifier = get_verifier(verifier_name)
+    missing = [s["problem_id"] for s in samples if s["problem_id"] not in problems]
+    if missing:
+        raise RestemError(f"{len(missing)} samples name problems that are not in the problem set "
+                          f"(first: {missing[0]}); rerun `problems` and `grow`")
+    verdicts, counts = grade_batch(verifier_name, [(s["completion"], problems[s["problem_id"]]) for s in samples],
+                                   workers, timeout_s)
+    if stats is not None:
+        stats.update(counts)
+    label = f"{verifier.name} {verifier.version}"
+    return [
+        Score(sample_id=s["sample_id"], problem_id=s["problem_id"], iteration=s["iteration"], verifier=label,
+              reward=v.reward, correct=v.correct, verdict=v.verdict, extracted=v.extracted,
+              steps_valid=v.steps_valid, details=v.details_json())
+        for s, v in zip(samples, verdicts)
+    ]
+
+
+def load_problems(root: Path, split: str) -> dict[str, dict]:
+    return {p["problem_id"]: problem_view(p) for p in read_rows(problems_dir(root) / f"{split}.parquet", Problem)}
+
+
+def run(params: Params, iteration: int, root: Path = Path(".")) -> Counter:
+    samples = read_rows(iter_dir(iteration, root) / "samples.parquet", Sample)
+    stats: dict = {}
+    scores = score_samples(params.score.verifier, samples, load_problems(root, "train"), params.runtime.workers,
+                           params.score.timeout_s, stats)
+    out = iter_dir(iteration, root) / "scores.parquet"
+    write_rows(out, Score, scores, sort_by=SORT)
+    counts = Counter(s.verdict for s in scores)
+    log(f"score@{iteration}: {dict(sorted(counts.items()))}, timeouts {stats['timeouts']}, "
+        f"crashes {stats['crashes']} -> {out}")
+    return counts
+
+
+@stage_main
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.score", description=__doc__)
+    parser.add_argument("--iteration", type=int, required=True)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    run(load_params(args.params), args.iteration)
+
+
+if __name__ == "__main__":
+    main()

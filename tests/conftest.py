@@ -1,0 +1,78 @@
+"""Shared fixtures: a miniature params set (tiny model, few problems) that runs in seconds."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+TINY = {
+    "problems": {
+        "source": "arithmetic",
+        "seed": 0,
+        "arithmetic": {
+            "demo_digits": {"low": 1, "high": 2},
+            "demo_count": 300,
+            "extra_demo_digits": 0,
+            "extra_demo_count": 0,
+            "train_digits": {"low": 1, "high": 2},
+            "train_count": 24,
+            "test_sets": {"in_dist": 2, "harder": 3},
+            "test_count": 8,
+        },
+    },
+    "base": {
+        "checkpoint": None,
+        "model": {"hidden_size": 64, "intermediate_size": 128, "layers": 2, "heads": 2, "max_positions": 48},
+        "train": {"epochs": 25, "lr": 5e-3, "batch_size": 16, "warmup_ratio": 0.05, "schedule": "cosine",
+                  "weight_decay": 0.0, "seed": 0},
+    },
+    "grow": {"engine": "transformers", "samples_per_problem": 4, "temperature": 1.0, "top_p": 1.0, "top_k": 0,
+             "max_new_tokens": 24, "seed": 0},
+    "score": {"verifier": "arithmetic"},
+    "filter": {"mode": "correct", "max_per_problem": 2, "dedup": True, "require_valid_steps": False},
+    "improve": {"epochs": 1, "lr": 1e-3, "batch_size": 16, "warmup_ratio": 0.05, "schedule": "cosine",
+                "weight_decay": 0.0, "seed": 0},
+    "evaluate": {"samples": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 24, "seed": 0},
+    "loop": {"iterations": {"1": {"prev": 0, "init": 0}}},
+    "runtime": {"batch_size": 64, "threads": 1},
+}
+
+
+@pytest.fixture
+def tiny_raw() -> dict:
+    """A fresh copy of the miniature params as a plain dict (edit it freely)."""
+    return copy.deepcopy(TINY)
+
+
+@pytest.fixture
+def tiny_params(tiny_raw):
+    from schemas.params import Params
+
+    return Params.model_validate(tiny_raw)
+
+
+def write_params(path: Path, raw: dict) -> Path:
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_root(tmp_path_factory):
+    """A workspace with problems and a base model trained well enough to produce some right answers.
+
+    Shared by the tests that need a model that really generates; built once per session.
+    """
+    from schemas.params import Params
+    from stages import base, problems
+
+    params = Params.model_validate(copy.deepcopy(TINY))
+    root = tmp_path_factory.mktemp("trained")
+    problems.run(params, root)
+    base.run(params, root)
+    return root, params

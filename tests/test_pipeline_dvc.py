@@ -1,0 +1,84 @@
+"""The whole loop under DVC, in a temporary copy with the miniature params: `dvc repro` runs every
+stage, appending an iteration runs exactly its five stages, and a second `dvc repro` runs nothing."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, TINY, write_params
+
+COPY = ["stages", "schemas", "verifiers", "dvc.yaml", "pyproject.toml"]
+
+
+def _run(cmd, cwd, check=True):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _stages_run(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("workspace")
+    for name in COPY:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, root / name)
+    write_params(root / "params.yaml", TINY)
+    _run(["git", "init", "-q"], root)
+    _run(["dvc", "init", "-q"], root)
+    _run(["dvc", "config", "core.analytics", "false"], root)
+    return root
+
+
+def test_repro_runs_the_whole_loop(workspace):
+    proc = _run(["dvc", "repro"], workspace)
+    ran = _stages_run(proc.stdout)
+    assert ran == ["problems", "base", "grow@1", "score@1", "filter@1", "improve@1", "evaluate"], ran
+    assert (workspace / "metrics/summary.json").exists()
+    assert (workspace / "data/iter1/kept.parquet").exists()
+
+
+def test_appending_an_iteration_runs_exactly_five_stages(workspace):
+    from stages.cli import append_iteration
+
+    assert append_iteration(workspace / "params.yaml", warm=False) == 2
+    assert "'2': {prev: 1, init: 0}" in (workspace / "params.yaml").read_text()
+    ran = _stages_run(_run(["dvc", "repro"], workspace).stdout)
+    assert sorted(ran) == sorted(["grow@2", "score@2", "filter@2", "improve@2", "evaluate"]), ran
+
+
+def test_second_repro_runs_nothing(workspace):
+    proc = _run(["dvc", "repro"], workspace)
+    assert _stages_run(proc.stdout) == []
+    assert "up to date" in proc.stdout
+
+
+def test_metrics_show_has_the_headline(workspace):
+    proc = _run(["dvc", "metrics", "show", "--json"], workspace)
+    assert "latest" in proc.stdout and "pass@1" in proc.stdout
+
+
+def test_duckdb_reads_every_sample(workspace):
+    import duckdb
+
+    con = duckdb.connect()
+    n_grow = con.execute(f"select count(*) from read_parquet('{workspace}/data/iter*/samples.parquet')").fetchone()[0]
+    iters = con.execute(
+        f"select list(distinct iteration order by iteration) from read_parquet('{workspace}/data/iter*/samples.parquet')"
+    ).fetchone()[0]
+    assert iters == [1, 2]
+    assert n_grow == 2 * TINY["problems"]["arithmetic"]["train_count"] * TINY["grow"]["samples_per_problem"]

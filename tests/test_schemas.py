@@ -1,0 +1,108 @@
+"""Tables: explicit Arrow schemas, round trips, deterministic bytes, checked reads, atomic writes."""
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from schemas.errors import RestemError
+from schemas.hashing import content_hash, derive_seed
+from schemas.io import arrow_schema, atomic_path, read_rows, read_table, write_rows
+from schemas.tables import Kept, Problem, Rejected, Sample, Score
+
+
+def _problem(i: int, difficulty=None) -> Problem:
+    prompt, ref = f"{i}+{i}=", str(2 * i)
+    return Problem(problem_id=Problem.make_id(prompt, ref), split="train", subset="pool", prompt=prompt,
+                   reference=ref, solution=None, difficulty=difficulty, source="test")
+
+
+def _score(i: int, correct) -> Score:
+    return Score(sample_id=f"s{i}", problem_id=f"p{i}", iteration=1, verifier="v 1", reward=float(bool(correct)),
+                 correct=correct, verdict="correct" if correct else "error", extracted=None, steps_valid=None)
+
+
+def test_schema_is_explicit_and_nullable_where_declared():
+    schema = arrow_schema(Score)
+    assert schema.field("correct").type == pa.bool_() and schema.field("correct").nullable
+    assert schema.field("reward").type == pa.float64() and not schema.field("reward").nullable
+    assert schema.names == list(Score.model_fields)
+
+
+def test_round_trip_equals(tmp_path):
+    rows = [_problem(i, difficulty=i % 3) for i in range(20)]
+    write_rows(tmp_path / "p.parquet", Problem, rows, sort_by=["problem_id"])
+    back = [Problem(**r) for r in read_rows(tmp_path / "p.parquet", Problem)]
+    assert sorted(back, key=lambda r: r.problem_id) == sorted(rows, key=lambda r: r.problem_id)
+
+
+def test_all_null_column_keeps_its_type(tmp_path):
+    # Schemas inferred from data pin an all-null column to the null type; ours must stay bool/string.
+    write_rows(tmp_path / "s.parquet", Score, [_score(i, None) for i in range(3)], sort_by=["sample_id"])
+    schema = pq.read_schema(tmp_path / "s.parquet")
+    assert schema.field("correct").type == pa.bool_()
+    assert schema.field("extracted").type == pa.string()
+
+
+def test_same_rows_in_any_order_give_identical_bytes(tmp_path):
+    rows = [_problem(i) for i in range(50)]
+    write_rows(tmp_path / "a.parquet", Problem, rows, sort_by=["problem_id"])
+    write_rows(tmp_path / "b.parquet", Problem, list(reversed(rows)), sort_by=["problem_id"])
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+
+
+def test_empty_table_round_trips(tmp_path):
+    write_rows(tmp_path / "k.parquet", Kept, [], sort_by=["sample_id"])
+    assert read_rows(tmp_path / "k.parquet", Kept) == []
+
+
+def test_read_rejects_a_table_of_another_schema(tmp_path):
+    write_rows(tmp_path / "r.parquet", Rejected, [], sort_by=[])
+    with pytest.raises(RestemError, match=r"r\.parquet: column `prompt` is missing"):
+        read_table(tmp_path / "r.parquet", Kept)
+
+
+def test_read_rejects_wrong_column_type(tmp_path):
+    table = pa.table({name: pa.array([], type=pa.string()) for name in Sample.model_fields})
+    pq.write_table(table, tmp_path / "bad.parquet")
+    with pytest.raises(RestemError, match="column `iteration` has type string"):
+        read_table(tmp_path / "bad.parquet", Sample)
+
+
+def test_missing_and_corrupt_files_are_named(tmp_path):
+    with pytest.raises(RestemError, match="nope.parquet: file not found"):
+        read_table(tmp_path / "nope.parquet", Sample)
+    (tmp_path / "junk.parquet").write_text("not parquet")
+    with pytest.raises(RestemError, match="junk.parquet: not a readable Parquet file"):
+        read_table(tmp_path / "junk.parquet", Sample)
+
+
+def test_invalid_dict_row_names_the_row(tmp_path):
+    good = _problem(1).model_dump()
+    bad = {**good, "split": "validation"}
+    with pytest.raises(RestemError, match="row 1 does not fit Problem"):
+        write_rows(tmp_path / "p.parquet", Problem, [good, bad], sort_by=[])
+    assert not (tmp_path / "p.parquet").exists()
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_unknown_field_is_rejected():
+    with pytest.raises(ValueError):
+        Problem(**_problem(1).model_dump(), extra_column=1)
+
+
+def test_hashes_are_stable_and_sensitive():
+    assert content_hash("a", 1) == content_hash("a", 1)
+    assert content_hash("a", 1) != content_hash("a", 2)
+    assert Problem.make_id("1+1=", "2") != Problem.make_id("1+1=", "3")
+    assert derive_seed(0, 1, "p", 0) != derive_seed(0, 1, "p", 1)
+    assert 0 <= derive_seed("x") < 2**63
