@@ -24,6 +24,16 @@ def _fail(exc: RestemError) -> None:
     raise typer.Exit(2)
 
 
+def _run_stage(name: str, params: Path, *args) -> None:
+    """Run `stages.<name>.run(params, *args)`; a user error prints its message and exits 2."""
+    import importlib
+
+    try:
+        importlib.import_module(f"stages.{name}").run(_params(params), *args)
+    except RestemError as exc:
+        _fail(exc)
+
+
 def _params(path: Path):
     from schemas.params import load_params
 
@@ -36,80 +46,45 @@ PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file")
 @app.command()
 def problems(params: Path = PARAMS) -> None:
     """Write the problem set (data/problems)."""
-    from stages import problems as stage
-
-    try:
-        stage.run(_params(params))
-    except RestemError as exc:
-        _fail(exc)
+    _run_stage("problems", params)
 
 
 @app.command()
 def base(params: Path = PARAMS) -> None:
     """Train or link the base model (models/iter0)."""
-    from stages import base as stage
-
-    try:
-        stage.run(_params(params))
-    except RestemError as exc:
-        _fail(exc)
+    _run_stage("base", params)
 
 
 @app.command()
 def grow(iteration: int = typer.Option(..., help="iteration number"),
          prev: int = typer.Option(..., help="iteration whose model samples"), params: Path = PARAMS) -> None:
     """Sample K completions per training problem (data/iter<i>/samples.parquet)."""
-    from stages import grow as stage
-
-    try:
-        stage.run(_params(params), iteration, prev)
-    except RestemError as exc:
-        _fail(exc)
+    _run_stage("grow", params, iteration, prev)
 
 
 @app.command()
 def score(iteration: int = typer.Option(...), params: Path = PARAMS) -> None:
     """Score every sample of an iteration (data/iter<i>/scores.parquet)."""
-    from stages import score as stage
-
-    try:
-        stage.run(_params(params), iteration)
-    except RestemError as exc:
-        _fail(exc)
+    _run_stage("score", params, iteration)
 
 
 @app.command(name="filter")
 def filter_(iteration: int = typer.Option(...), params: Path = PARAMS) -> None:
     """Keep the good samples (data/iter<i>/kept.parquet, rejected.parquet)."""
-    from stages import filter as stage
-
-    try:
-        stage.run(_params(params), iteration)
-    except RestemError as exc:
-        _fail(exc)
+    _run_stage("filter", params, iteration)
 
 
 @app.command()
 def improve(iteration: int = typer.Option(...), init: int = typer.Option(..., help="iteration to start from"),
             params: Path = PARAMS) -> None:
     """Fine-tune on the kept samples (models/iter<i>)."""
-    from stages import improve as stage
-
-    try:
-        stage.run(_params(params), iteration, init)
-    except RestemError as exc:
-        _fail(exc)
+    _run_stage("improve", params, iteration, init)
 
 
 @app.command()
 def evaluate(params: Path = PARAMS) -> None:
     """Evaluate every model of the loop (metrics/)."""
-    from stages import evaluate as stage
-
-    try:
-        stage.run(_params(params))
-    except RestemError as exc:
-        _fail(exc)
+    _run_stage("evaluate", params)
 
 
 def append_iteration(path: Path, warm: bool) -> int:
@@ -155,7 +130,7 @@ def next_(
             loop = _params(params).loop.iterations
             last = max((int(k) for k in loop), default=0)
             init = last if warm else 0
-            cmd = ["dvc", "exp", "run", "-S", f"+loop.iterations.'{last + 1}'={{prev: {last}, init: {init}}}"]
+            cmd = ["dvc", "exp", "run", "-S", f"+loop.iterations.{last + 1}={{prev: {last}, init: {init}}}"]
             typer.echo(f"iteration {last + 1}: {' '.join(cmd)}")
         else:
             number = append_iteration(params, warm)
@@ -200,6 +175,12 @@ def _mount_tools() -> None:
     tools.command("problems")(import_problems_command)
     tools.command("samples")(import_samples_command)
     app.add_typer(tools, name="import")
+
+    from stages.audits import audit_command
+    from stages.sql import sql_command
+
+    app.command("sql")(sql_command)
+    app.command("audit")(audit_command)
 
 
 _mount_tools()

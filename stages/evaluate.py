@@ -7,7 +7,8 @@ and the rate of right answers reached through wrong steps. Writes
 - `metrics/summary.json`: the latest iteration, the base and the gain, under fixed keys, so that
   `dvc exp diff` between runs of different lengths shows how the headline numbers moved;
 - `metrics/accuracy.csv`: one row per iteration, for `dvc plots`;
-- `data/eval/iter<i>/{samples,scores}.parquet`: every evaluation sample and its verdict.
+- `data/eval/iter<i>/{samples,scores}.parquet`: every evaluation sample and its verdict;
+- `metrics/plots/*.csv`: kept samples, per-problem solve rates and audit rates per iteration.
 It is one stage, not one per iteration, so the summary has a single writer. Results are memoised per
 iteration by a key of (model hash, test set, params, code): appending an iteration evaluates only the
 new model.
@@ -143,6 +144,18 @@ def _accuracy_csv(all_metrics: list[dict], k: int) -> str:
     return buf.getvalue()
 
 
+def _drop_stale(per_iter_dir: Path, eval_dir: Path, iterations: list[int]) -> None:
+    """Remove results of iterations no longer in the loop (outputs persist between runs)."""
+    import shutil
+
+    for stale in per_iter_dir.glob("iter*.json") if per_iter_dir.exists() else []:
+        if stale.stem[4:].isdigit() and int(stale.stem[4:]) not in iterations:
+            stale.unlink()
+    for stale in eval_dir.glob("iter*") if eval_dir.exists() else []:
+        if stale.name[4:].isdigit() and int(stale.name[4:]) not in iterations:
+            shutil.rmtree(stale)
+
+
 def run(params: Params, root: Path = Path(".")) -> dict:
     """Evaluate iteration 0 and every loop iteration; returns the summary."""
     set_threads(params.runtime.threads)
@@ -150,10 +163,7 @@ def run(params: Params, root: Path = Path(".")) -> dict:
     iterations = [0] + sorted(int(k) for k in params.loop.iterations)
     k = params.evaluate.samples
     per_iter_dir, eval_dir = root / METRICS / "iterations", root / DATA / "eval"
-    wanted = {f"iter{i}.json" for i in iterations}
-    for stale in per_iter_dir.glob("iter*.json") if per_iter_dir.exists() else []:
-        if stale.name not in wanted:
-            stale.unlink()
+    _drop_stale(per_iter_dir, eval_dir, iterations)
     all_metrics = []
     for i in iterations:
         key = eval_key(params, i, root)
@@ -179,6 +189,9 @@ def run(params: Params, root: Path = Path(".")) -> dict:
     summary = {"iterations": len(iterations) - 1, "latest": head_latest, "base": head_base, "gain": gain}
     write_json(root / METRICS / "summary.json", summary)
     write_text(root / METRICS / "accuracy.csv", _accuracy_csv(all_metrics, k))
+    from stages.audits import write_plot_data
+
+    write_plot_data(root)  # kept per iteration, solve rates, audit rates: for `dvc plots show`
     return summary
 
 

@@ -82,3 +82,16 @@ def test_duckdb_reads_every_sample(workspace):
     ).fetchone()[0]
     assert iters == [1, 2]
     assert n_grow == 2 * TINY["problems"]["arithmetic"]["train_count"] * TINY["grow"]["samples_per_problem"]
+
+
+def test_next_as_experiment_and_exp_diff_shows_the_headline_moving(workspace):
+    _run(["git", "add", "-A"], workspace)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "two iterations"], workspace)
+    proc = _run([str(Path(sys.executable).parent / "restem"), "next", "--exp"], workspace)
+    ran = _stages_run(proc.stdout)
+    assert sorted(ran) == sorted(["grow@3", "score@3", "filter@3", "improve@3", "evaluate"]), ran
+    diff = _run(["dvc", "exp", "diff", "--json"], workspace).stdout
+    import json
+
+    summary = json.loads(diff)["metrics"]["metrics/summary.json"]
+    assert summary["iterations"] == {"old": 2, "new": 3, "diff": 1}

@@ -316,21 +316,31 @@ def grade(completion: str, reference: str) -> Verdict:
     return Verdict("correct" if ok else "incorrect", 1.0 if ok else 0.0, ok, pred, None, details)
 
 
+def with_step_check(verdict: Verdict, completion: str) -> Verdict:
+    """The verdict with `steps_valid` from the calculation checker (None when no step is checkable),
+    so "right answer, wrong reasoning" is a column for math as for the arithmetic task."""
+    import dataclasses
+
+    from verifiers.steps import steps_valid
+
+    return dataclasses.replace(verdict, steps_valid=steps_valid(completion))
+
+
 class MathVerifier:
     """MATH-style answers: `\\boxed{}` first, LaTeX equivalence via math-verify plus our guards."""
 
     name = "math"
-    version = f"1+math-verify-{MATH_VERIFY_VERSION}"
+    version = f"2+math-verify-{MATH_VERIFY_VERSION}"
 
     def __call__(self, completion: str, problem: Mapping[str, Any]) -> Verdict:
-        return grade(completion, str(problem["reference"]))
+        return with_step_check(grade(completion, str(problem["reference"])), completion)
 
 
 class GSM8KVerifier:
     """GSM8K answers (`#### 18`, `A: 18`, `\\boxed{18}`, "The answer is 18"): numbers compare exactly."""
 
     name = "gsm8k"
-    version = f"1+math-verify-{MATH_VERIFY_VERSION}"
+    version = f"2+math-verify-{MATH_VERIFY_VERSION}"
 
     def __call__(self, completion: str, problem: Mapping[str, Any]) -> Verdict:
-        return grade(completion, str(problem["reference"]))
+        return with_step_check(grade(completion, str(problem["reference"])), completion)

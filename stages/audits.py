@@ -1,0 +1,368 @@
+"""`restem audit NAME`: questions about the loop's data, each a SQL query over `restem sql`'s views.
+
+Audits (`--show-sql` prints the query so it can be read and adapted with `restem sql`):
+- wrong-reasoning: right answers whose checkable steps are false (`scores.steps_valid`; where a
+  verifier left it NULL, e.g. GSM8K answer grading, `text_steps_valid(completion)` rechecks the text
+  with `verifiers.steps`), per iteration and among kept samples; `--list` shows the samples.
+- coverage: pass@1 (mean share correct) against pass@K (any of the K correct) per iteration, and
+  problems never solved or solved exactly once; `--list` shows those problems.
+- diversity: distinct completions and distinct reasoning paths (`reasoning_path`) per problem.
+- filter: kept and dropped samples by reason per iteration.
+- reward-model: a reward model's scores against the verifier's verdicts on the same samples. A reward
+  model writes extra `scores` rows whose `verifier` starts with `rm:` (reward = its score, correct =
+  NULL); until such rows exist the audit says so and shows nothing.
+
+`write_plot_data(root)` writes the CSV files behind the DVC plots under `metrics/plots/`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import pyarrow as pa
+import typer
+
+from schemas.errors import RestemError
+from schemas.io import write_text
+from stages.sql import FORMATS, connect, open_workspace, render, run_query
+
+# Rows written by a reward model are not verdicts; every audit of verdicts leaves them out.
+_VERDICTS = "NOT is_reward_model(verifier) AND verdict IS NOT NULL"
+
+WRONG_REASONING = f"""
+-- Right answer, wrong reasoning: correct answers whose checkable steps are false.
+-- steps_valid comes from the verifier; only where it left it NULL is the text rechecked
+-- (verifiers/steps.py), so only those rows read the completion text.
+WITH judged AS (
+    SELECT iteration, purpose, sample_id, steps_valid
+    FROM scores
+    WHERE correct AND {_VERDICTS}
+), rechecked AS (
+    SELECT j.sample_id, j.purpose, text_steps_valid(s.completion) AS ok
+    FROM judged j JOIN samples s ON s.sample_id = j.sample_id AND s.purpose = j.purpose
+    WHERE j.steps_valid IS NULL
+), marked AS (
+    SELECT j.iteration, j.purpose, coalesce(j.steps_valid, r.ok) AS steps_ok,
+           CASE WHEN j.purpose = 'grow' THEN k.sample_id IS NOT NULL END AS kept
+    FROM judged j
+    LEFT JOIN rechecked r ON r.sample_id = j.sample_id AND r.purpose = j.purpose
+    LEFT JOIN (SELECT DISTINCT sample_id FROM kept) k ON k.sample_id = j.sample_id AND j.purpose = 'grow'
+)
+SELECT iteration, purpose,
+       count(*)                                              AS right_answers,
+       count(steps_ok)                                       AS checkable,
+       count(*) FILTER (WHERE NOT steps_ok)                  AS wrong_reasoning,
+       round(count(*) FILTER (WHERE NOT steps_ok) / nullif(count(steps_ok), 0), 4) AS rate,
+       count(*) FILTER (WHERE kept)                          AS kept,
+       count(*) FILTER (WHERE kept AND NOT steps_ok)         AS kept_wrong_reasoning,
+       round(count(*) FILTER (WHERE kept AND NOT steps_ok)
+             / nullif(count(steps_ok) FILTER (WHERE kept), 0), 4) AS kept_rate
+FROM marked
+GROUP BY iteration, purpose
+ORDER BY iteration, purpose
+"""
+
+WRONG_REASONING_LIST = f"""
+-- The samples with a right answer and a wrong step, with the steps found wrong.
+SELECT iteration, purpose, sample_id, problem_id, kept, extracted,
+       CASE WHEN steps_valid IS NOT NULL THEN json_extract_string(details, '$.steps')
+            ELSE text_step_errors(completion) END AS wrong_steps, completion
+FROM graded
+WHERE correct AND {_VERDICTS}
+  AND NOT coalesce(steps_valid, text_steps_valid(completion))
+ORDER BY iteration, purpose, problem_id, sample_id
+"""
+
+_PER_PROBLEM = f"""
+WITH per_problem AS (
+    -- pass@K uses sampled rows: greedy evaluation rows (temperature 0) are one fixed answer
+    SELECT iteration, purpose, problem_id,
+           count(DISTINCT sample_id)                                AS n,
+           count(DISTINCT sample_id) FILTER (WHERE correct)         AS c
+    FROM scores c
+    -- only the temperature of the samples is needed: greedy eval rows are told apart by it
+    JOIN (SELECT sample_id, purpose, temperature FROM samples) s USING (sample_id, purpose)
+    WHERE {_VERDICTS} AND (purpose = 'grow' OR temperature > 0)
+    GROUP BY iteration, purpose, problem_id
+)"""
+
+COVERAGE = _PER_PROBLEM + """,
+across AS (  -- every grow iteration together: solved in none, or in exactly one sample overall
+    SELECT NULL::BIGINT AS iteration, 'grow (all iterations)' AS purpose, problem_id, sum(n)::BIGINT AS n, sum(c)::BIGINT AS c
+    FROM per_problem WHERE purpose = 'grow' GROUP BY problem_id
+)
+SELECT iteration, purpose,
+       count(*)                              AS problems,
+       max(n)                                AS k,
+       round(avg(c / n), 4)                  AS pass_at_1,
+       round(avg((c > 0)::INT), 4)           AS pass_at_k,
+       count(*) FILTER (WHERE c = 0)         AS never_solved,
+       count(*) FILTER (WHERE c = 1)         AS solved_once
+FROM (SELECT * FROM per_problem UNION ALL SELECT * FROM across)
+GROUP BY iteration, purpose
+ORDER BY iteration NULLS LAST, purpose
+"""
+
+COVERAGE_LIST = _PER_PROBLEM + """
+-- Problems never solved, or solved by exactly one sample, over all grow iterations.
+SELECT p.problem_id, sum(n) AS samples, sum(c) AS correct,
+       CASE WHEN sum(c) = 0 THEN 'never solved' ELSE 'solved once' END AS status,
+       any_value(pr.prompt) AS prompt, any_value(pr.reference) AS reference
+FROM per_problem p LEFT JOIN problems pr USING (problem_id)
+WHERE p.purpose = 'grow'
+GROUP BY p.problem_id
+HAVING sum(c) <= 1
+ORDER BY correct, p.problem_id
+"""
+
+DIVERSITY = f"""
+-- Distinct completions and distinct reasoning paths (the sequence of equations) per problem.
+WITH per_problem AS (
+    SELECT iteration, purpose, problem_id,
+           count(DISTINCT sample_id)                                         AS n,
+           count(DISTINCT hash(completion))                                  AS completions,
+           count(DISTINCT reasoning_path(completion))                        AS paths,
+           count(DISTINCT CASE WHEN correct THEN reasoning_path(completion) END) AS correct_paths
+    FROM scores c JOIN (SELECT sample_id, purpose, completion FROM samples) s USING (sample_id, purpose)
+    WHERE {_VERDICTS}
+    GROUP BY iteration, purpose, problem_id
+)
+SELECT iteration, purpose,
+       count(*)                                 AS problems,
+       round(avg(n), 3)                         AS samples_per_problem,
+       round(avg(completions), 3)               AS distinct_completions,
+       round(avg(paths), 3)                     AS distinct_paths,
+       round(avg(correct_paths), 3)             AS distinct_correct_paths,
+       round(avg((paths = 1)::INT), 4)          AS share_one_path
+FROM per_problem
+GROUP BY iteration, purpose
+ORDER BY iteration, purpose
+"""
+
+FILTER = """
+-- Kept and dropped samples by reason, per iteration.
+SELECT iteration, outcome, count(*) AS samples,
+       round(count(*) / sum(count(*)) OVER (PARTITION BY iteration), 4) AS share
+FROM (SELECT iteration, 'kept' AS outcome FROM kept
+      UNION ALL
+      SELECT iteration, 'dropped: ' || filter_reason FROM rejected)
+GROUP BY iteration, outcome
+ORDER BY iteration, outcome
+"""
+
+_RM_PAIRS = """
+WITH rm AS (
+    SELECT sample_id, purpose, iteration, verifier AS reward_model, reward AS rm_score
+    FROM scores WHERE is_reward_model(verifier)
+), verdicts AS (
+    SELECT sample_id, purpose, problem_id, verifier, correct
+    FROM scores WHERE NOT is_reward_model(verifier) AND correct IS NOT NULL
+), pairs AS (
+    SELECT rm.*, v.problem_id, v.verifier, v.correct
+    FROM rm JOIN verdicts v USING (sample_id, purpose)
+)"""
+
+REWARD_MODEL = _RM_PAIRS + """,
+ranked AS (  -- average ranks of the scores (ties shared) for the Mann-Whitney AUC
+    SELECT *, rank() OVER g + (count(*) OVER (PARTITION BY iteration, purpose, reward_model, verifier, rm_score) - 1) / 2
+              AS score_rank
+    FROM pairs
+    WINDOW g AS (PARTITION BY iteration, purpose, reward_model, verifier ORDER BY rm_score)
+), best AS (  -- best-of-n: is the sample the reward model ranks first for its problem correct?
+    SELECT iteration, purpose, reward_model, verifier, problem_id, arg_max(correct, rm_score) AS best_correct
+    FROM pairs GROUP BY ALL
+), summary AS (
+    SELECT iteration, purpose, reward_model, verifier,
+           count(*) AS pairs,
+           count(*) FILTER (WHERE correct) AS pos,
+           count(*) FILTER (WHERE NOT correct) AS neg,
+           avg(rm_score) FILTER (WHERE correct) AS mean_score_correct,
+           avg(rm_score) FILTER (WHERE NOT correct) AS mean_score_incorrect,
+           sum(score_rank) FILTER (WHERE correct) AS rank_sum,
+           avg(correct::INT) AS pass_at_1
+    FROM ranked GROUP BY ALL
+)
+SELECT s.iteration, s.purpose, s.reward_model, s.verifier, s.pairs, s.pos AS verifier_correct,
+       round(s.mean_score_correct, 4) AS mean_score_correct,
+       round(s.mean_score_incorrect, 4) AS mean_score_incorrect,
+       round((s.rank_sum - s.pos * (s.pos + 1) / 2) / nullif(s.pos * s.neg, 0), 4) AS auc,
+       round(s.pass_at_1, 4) AS pass_at_1,
+       round(avg(b.best_correct::INT), 4) AS best_of_n
+FROM summary s JOIN best b USING (iteration, purpose, reward_model, verifier)
+GROUP BY ALL
+ORDER BY s.iteration, s.purpose, s.reward_model, s.verifier
+"""
+
+REWARD_MODEL_LIST = _RM_PAIRS + """
+-- Disagreements: the verifier's wrong answers the reward model scores highest.
+SELECT iteration, purpose, reward_model, verifier, sample_id, problem_id, rm_score, correct
+FROM pairs WHERE NOT correct
+ORDER BY rm_score DESC, sample_id
+LIMIT 100
+"""
+
+_NO_REWARD_MODEL = ("no reward-model scores in this workspace: no `scores` row has a verifier starting with 'rm:'. "
+                    "A reward model's scores go in as extra score rows (verifier 'rm:<name>', reward = its score, "
+                    "correct = NULL) beside the verifier's rows for the same samples; this audit then compares them.")
+
+
+@dataclass(frozen=True)
+class Audit:
+    """One audit: a summary query, an optional listing query, and a precondition query."""
+
+    name: str
+    help: str
+    summary: str
+    listing: Optional[str] = None
+    # A query returning one count; when it is 0, `missing` is shown instead of running the audit.
+    requires: Optional[str] = None
+    missing: str = ""
+
+
+AUDITS: dict[str, Audit] = {a.name: a for a in [
+    Audit("wrong-reasoning", "right answers reached through wrong steps", WRONG_REASONING, WRONG_REASONING_LIST),
+    Audit("coverage", "pass@1 vs pass@K, problems never solved or solved once", COVERAGE, COVERAGE_LIST),
+    Audit("diversity", "distinct completions and reasoning paths per problem", DIVERSITY),
+    Audit("filter", "kept and dropped samples by reason", FILTER),
+    Audit("reward-model", "reward model against verifier", REWARD_MODEL, REWARD_MODEL_LIST,
+          requires="SELECT count(*) FROM scores WHERE is_reward_model(verifier)", missing=_NO_REWARD_MODEL),
+]}
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    table: pa.Table
+    note: str = ""  # said instead of (or besides) the table, e.g. no reward-model rows yet
+
+
+def get_audit(name: Optional[str]) -> Audit:
+    """The audit called `name`; an unknown or missing name is an error that lists the known ones."""
+    if name not in AUDITS:
+        known = ", ".join(f"{a.name} ({a.help})" for a in AUDITS.values())
+        raise RestemError(f"unknown audit {name!r}; choose one of: {known}")
+    return AUDITS[name]
+
+
+def audit_sql(name: str, listing: bool = False) -> str:
+    """The SQL of an audit (its listing query with `listing`), to read or adapt with `restem sql`."""
+    audit = get_audit(name)
+    if listing and audit.listing is None:
+        raise RestemError(f"audit {name!r} has no --list query; its summary is already per group")
+    return (audit.listing if listing else audit.summary).strip() + "\n"
+
+
+def run_audit(con, name: str, listing: bool = False) -> AuditResult:
+    """Run an audit on a connection made by `stages.sql.connect`."""
+    audit = get_audit(name)
+    if audit.requires and run_query(con, audit.requires).column(0)[0].as_py() == 0:
+        return AuditResult(pa.table({}), audit.missing)
+    return AuditResult(run_query(con, audit_sql(name, listing)))
+
+
+# ---------------------------------------------------------------------------------------- plot data
+
+
+def _csv(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _wide(rows: list[dict], key: str, column: str, value: str, fill=0) -> tuple[list[dict], list[str]]:
+    """Long rows (key, column, value) as one row per key with a column per distinct `column`."""
+    columns = sorted({r[column] for r in rows})
+    table: dict = {}
+    for r in rows:
+        table.setdefault(r[key], {key: r[key], **{c: fill for c in columns}})[r[column]] = r[value]
+    return [table[k] for k in sorted(table)], [key, *columns]
+
+
+def write_plot_data(root: Path = Path(".")) -> list[Path]:
+    """Write the data of the DVC plots under `root/metrics/plots/`; returns the files written.
+
+    - filter.csv: iteration, kept, dropped_<reason>... (samples per outcome)
+    - solve_rates.csv: solve_rate (bin start, 0.0..1.0 in tenths), iter<i>... (grow problems per bin)
+    - audit_rates.csv: iteration, pass_at_1, pass_at_k, wrong_reasoning_rate, kept_wrong_reasoning_rate,
+      distinct_paths (grow samples)
+    """
+    root = Path(root)
+    out = root / "metrics" / "plots"
+    con = connect(root)
+    try:
+        q = lambda sql: run_query(con, sql).to_pylist()  # noqa: E731
+        written = []
+        outcome = q("SELECT iteration, replace(replace(outcome, 'dropped: ', 'dropped_'), ' ', '_') AS outcome, "
+                    f"samples FROM ({FILTER})")
+        rows, cols = _wide(outcome, "iteration", "outcome", "samples")
+        written.append(_write(out / "filter.csv", rows, cols))
+        rates = q(f"""{_PER_PROBLEM}
+            SELECT least(floor(c / n * 10) / 10, 1.0) AS solve_rate, 'iter' || iteration AS iteration, count(*) AS problems
+            FROM per_problem WHERE purpose = 'grow' GROUP BY ALL""")
+        rows, cols = _wide(rates, "solve_rate", "iteration", "problems")
+        written.append(_write(out / "solve_rates.csv", rows, cols))
+        written.append(_write(out / "audit_rates.csv", *_audit_rates(con)))
+    finally:
+        con.close()
+    return written
+
+
+def _audit_rates(con) -> tuple[list[dict], list[str]]:
+    by_iter: dict[int, dict] = {}
+    columns = ["iteration", "pass_at_1", "pass_at_k", "wrong_reasoning_rate", "kept_wrong_reasoning_rate",
+               "distinct_paths"]
+    for sql, fields in ((COVERAGE, {"pass_at_1": "pass_at_1", "pass_at_k": "pass_at_k"}),
+                        (WRONG_REASONING, {"rate": "wrong_reasoning_rate", "kept_rate": "kept_wrong_reasoning_rate"}),
+                        (DIVERSITY, {"distinct_paths": "distinct_paths"})):
+        for r in run_query(con, sql).to_pylist():
+            if r["purpose"] == "grow" and r["iteration"] is not None:
+                row = by_iter.setdefault(r["iteration"], {c: "" for c in columns} | {"iteration": r["iteration"]})
+                row.update({ours: ("" if r[theirs] is None else r[theirs]) for theirs, ours in fields.items()})
+    return [by_iter[k] for k in sorted(by_iter)], columns
+
+
+def _write(path: Path, rows: list[dict], columns: list[str]) -> Path:
+    write_text(path, _csv(rows, columns))
+    return path
+
+
+# ----------------------------------------------------------------------------------------- command
+
+
+def audit_command(
+    name: Optional[str] = typer.Argument(None, help="wrong-reasoning, coverage, diversity, filter or reward-model"),
+    listing: bool = typer.Option(False, "--list", help="list the samples or problems behind the numbers"),
+    show_sql: bool = typer.Option(False, "--show-sql", help="print the audit's SQL (for `restem sql`) and stop"),
+    fmt: str = typer.Option("table", "--format", "-f", help="table, csv or json"),
+    rev: Optional[str] = typer.Option(None, "--rev", help="git revision or DVC experiment to audit"),
+    root: Path = typer.Option(Path("."), "--root", help="workspace folder"),
+    max_rows: int = typer.Option(200, "--max-rows", help="rows shown by --format table"),
+) -> None:
+    """Audit the loop's data: wrong reasoning, coverage, diversity, filter, reward model vs verifier."""
+    try:
+        if fmt not in FORMATS:
+            raise RestemError(f"--format {fmt!r}: choose one of {list(FORMATS)}")
+        if show_sql:
+            typer.echo(audit_sql(name, listing))
+            return
+        get_audit(name)
+        with open_workspace(root, rev) as con:
+            result = run_audit(con, name, listing)
+        if result.note:
+            typer.echo(result.note, err=True)
+        if result.table.num_columns:
+            render(result.table, fmt, max_rows)
+    except RestemError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    typer.run(audit_command)
+    sys.exit(0)

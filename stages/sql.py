@@ -1,0 +1,438 @@
+"""`restem sql "QUERY"`: DuckDB over every table of every iteration of a workspace.
+
+Views (see `SCHEMA_DOC`, printed by `restem sql --schema`):
+  problems, samples (grow and eval), scores (with `purpose`), kept, rejected, models (the
+  `restem.json` files), metrics (the per-iteration JSON, one row per number), and `graded`
+  (samples joined with their scores, whether kept and why dropped).
+Functions: `reasoning_path(completion)` (SQL macro: the sequence of equations of a solution),
+`is_reward_model(verifier)` (SQL macro), `text_steps_valid(completion)` (Python: `verifiers.steps`).
+
+Parquet files are read in place (nothing is loaded until a query needs it), so queries over
+millions of rows stream. `--rev REV` reads a git revision or DVC experiment instead of the working
+tree: the needed files (tables, restem.json, metrics JSON; never checkpoints) are copied out of
+git and the DVC cache into a temp folder through `dvc.api.DVCFileSystem`, nothing is checked out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import pyarrow as pa
+import typer
+
+from schemas.errors import RestemError
+from schemas.io import arrow_schema
+from schemas.tables import Kept, Problem, Rejected, Sample, Score
+
+_ITER_DIR = re.compile(r"^iter(\d+)$")
+FORMATS = ("table", "csv", "json")
+
+MODELS_SCHEMA = pa.schema([
+    ("iteration", pa.int64()), ("model_hash", pa.string()), ("parent", pa.string()), ("checkpoint", pa.string()),
+    ("training_data", pa.string()), ("params", pa.string()), ("train_steps", pa.int64()),
+    ("final_loss", pa.float64()), ("path", pa.string()),
+])
+METRICS_SCHEMA = pa.schema([
+    ("iteration", pa.int64()), ("model", pa.string()), ("subset", pa.string()), ("metric", pa.string()),
+    ("value", pa.float64()),
+])
+
+SCHEMA_DOC = """\
+problems  (one row per task instance; not per iteration)
+  problem_id, split ('demo'|'train'|'test'), subset, prompt, reference, solution, difficulty, source, meta (JSON)
+samples   (data/iter<i>/samples.parquet and data/eval/iter<i>/samples.parquet)
+  sample_id, problem_id, iteration, purpose ('grow'|'eval'), policy, engine, sample_index, seed,
+  temperature (eval greedy rows: 0), prompt, completion, finish_reason, prompt_tokens, completion_tokens
+scores    (one row per sample and verifier; `purpose` tells grow from eval scores)
+  sample_id, problem_id, iteration, verifier, reward, correct, verdict, extracted, steps_valid, details (JSON), purpose
+kept      sample_id, problem_id, iteration, prompt, completion, reward, rule
+rejected  sample_id, problem_id, iteration, reward, filter_reason
+models    (models/iter<i>/restem.json)
+  iteration, model_hash, parent, checkpoint, training_data, params (JSON), train_steps, final_loss, path
+metrics   (metrics/iterations/iter<i>.json, one row per number)
+  iteration, model, subset (test set; NULL for top-level numbers), metric (e.g. 'pass@1', 'maj@8'), value
+graded    samples joined with their scores (one row per sample and verifier):
+  every samples column, verifier, reward, correct, verdict, extracted, steps_valid, details,
+  kept (bool, grow rows), filter_reason (NULL when kept or eval)
+functions
+  reasoning_path(completion)  the solution's equations: calculator annotations <<...>> if any, else
+                              every `a op b = c` with spaces removed, joined by ' | '
+  is_reward_model(verifier)   true for score rows written by a reward model (verifier starts with 'rm:')
+  text_steps_valid(completion) recheck a solution's arithmetic (verifiers/steps.py; slow: Python per row)
+  text_step_errors(completion) the wrong steps it finds, as text (NULL when none)
+joins: samples.sample_id = scores.sample_id = kept.sample_id = rejected.sample_id;
+       problem_id to problems; iteration to models.iteration and metrics.iteration
+"""
+
+EXAMPLES = """\
+restem sql "SELECT iteration, purpose, count(*) FROM samples GROUP BY ALL ORDER BY ALL"
+restem sql "SELECT iteration, avg(correct::int) AS accuracy FROM scores WHERE purpose='grow' GROUP BY 1 ORDER BY 1"
+restem sql "SELECT iteration, subset, value FROM metrics WHERE metric='pass@1' ORDER BY 1, 2" --format csv
+restem sql "SELECT p.prompt, s.completion FROM graded s JOIN problems p USING (problem_id)
+            WHERE s.correct AND s.steps_valid = false LIMIT 5"
+restem sql "SELECT filter_reason, count(*) FROM rejected GROUP BY 1" --rev my-experiment
+"""
+
+
+# ----------------------------------------------------------------------------------------- discovery
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The files of a workspace, by view (each a list of (iteration or None, path))."""
+
+    root: Path
+    files: dict[str, list[tuple[Optional[int], Path]]]
+
+    def has_data(self) -> bool:
+        return any(self.files.values())
+
+
+def _iter_files(folder: Path, name: str) -> list[tuple[Optional[int], Path]]:
+    """(iteration, folder/iter<i>/name) for every iteration folder that has the file, by iteration."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for child in folder.iterdir():
+        m = _ITER_DIR.match(child.name)
+        if m and (child / name).is_file():
+            found.append((int(m.group(1)), child / name))
+    return sorted(found)
+
+
+def discover(root: Path) -> Workspace:
+    """Every table file under `root` (a workspace laid out as `dvc repro` writes it)."""
+    root = Path(root)
+    data = root / "data"
+    problems = sorted((root / "data" / "problems").glob("*.parquet")) if (data / "problems").is_dir() else []
+    metrics_dir = root / "metrics" / "iterations"
+    metrics = sorted(
+        ((int(p.stem[4:]), p) for p in metrics_dir.glob("iter*.json") if p.stem[4:].isdigit()),
+    ) if metrics_dir.is_dir() else []
+    return Workspace(root, {
+        "problems": [(None, p) for p in problems],
+        "samples_grow": _iter_files(data, "samples.parquet"),
+        "samples_eval": _iter_files(data / "eval", "samples.parquet"),
+        "scores_grow": _iter_files(data, "scores.parquet"),
+        "scores_eval": _iter_files(data / "eval", "scores.parquet"),
+        "kept": _iter_files(data, "kept.parquet"),
+        "rejected": _iter_files(data, "rejected.parquet"),
+        "models": _iter_files(root / "models", "restem.json"),
+        "metrics": metrics,
+    })
+
+
+# -------------------------------------------------------------------------------------- small tables
+
+
+def _json_file(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RestemError(f"{path}: not readable JSON ({exc}); rerun the stage that writes it (`dvc repro`)") from None
+
+
+def models_table(files: list[tuple[Optional[int], Path]]) -> pa.Table:
+    """One row per restem.json: its fields, params as JSON text, the length and last loss of its log."""
+    rows = []
+    for iteration, path in files:
+        meta = _json_file(path)
+        log = meta.get("train_log") or []
+        rows.append({
+            "iteration": meta.get("iteration", iteration), "model_hash": meta.get("model_hash"),
+            "parent": meta.get("parent"), "checkpoint": meta.get("checkpoint"),
+            "training_data": meta.get("training_data"),
+            "params": json.dumps(meta.get("params") or {}, sort_keys=True),
+            "train_steps": log[-1].get("step") if log else None,
+            "final_loss": log[-1].get("loss") if log else None, "path": str(path),
+        })
+    return pa.Table.from_pylist(rows, schema=MODELS_SCHEMA)
+
+
+def _metric_rows(iteration: int, model: Optional[str], subset: Optional[str], values: dict) -> list[dict]:
+    return [{"iteration": iteration, "model": model, "subset": subset, "metric": k, "value": float(v)}
+            for k, v in sorted(values.items()) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def metrics_table(files: list[tuple[Optional[int], Path]]) -> pa.Table:
+    """The per-iteration metrics JSON in long form: (iteration, model, subset, metric, value).
+
+    Long form because metric names depend on params (`pass@8`, `maj@8`) and must not change the schema.
+    """
+    rows: list[dict] = []
+    for iteration, path in files:
+        m = _json_file(path)
+        it, model = m.get("iteration", iteration), m.get("model")
+        rows += _metric_rows(it, model, None, m)
+        for subset, values in sorted((m.get("test") or {}).items()):
+            if isinstance(values, dict):
+                rows += _metric_rows(it, model, subset, values)
+    return pa.Table.from_pylist(rows, schema=METRICS_SCHEMA)
+
+
+# ------------------------------------------------------------------------------------------ views
+
+
+def _quote(text: str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def _parquet_source(con, name: str, paths: list[Path], schema: pa.Schema) -> str:
+    """SQL that reads `paths` with the table's columns; an empty table of that schema when none exist."""
+    if not paths:
+        con.register(f"_empty_{name}", schema.empty_table())
+        return f"SELECT * FROM _empty_{name}"
+    files = ", ".join(_quote(p.as_posix()) for p in paths)
+    columns = ", ".join(f'"{f.name}"' for f in schema)
+    return f"SELECT {columns} FROM read_parquet([{files}], union_by_name = true)"
+
+
+_MACROS = [
+    # Calculator annotations are the model's own record of its steps; without them, the plain
+    # `a op b = c` equations (an arithmetic scratchpad is a sequence of those) stand for the path.
+    r"""CREATE OR REPLACE MACRO reasoning_path(c) AS CASE
+          WHEN contains(c, '<<') THEN array_to_string(regexp_extract_all(c, '<<([^<>]*)>>', 1), ' | ')
+          ELSE array_to_string(regexp_extract_all(replace(c, ' ', ''),
+               '[0-9.]+(?:[-+*/x][0-9.]+)+=[0-9.]+'), ' | ') END""",
+    "CREATE OR REPLACE MACRO is_reward_model(v) AS starts_with(v, 'rm:')",
+]
+
+
+def _text_steps_valid(completions: pa.Array) -> pa.Array:
+    from verifiers.steps import steps_valid_many
+
+    return pa.array(steps_valid_many(completions.to_pylist()), type=pa.bool_())
+
+
+def _text_step_errors(completions: pa.Array) -> pa.Array:
+    from verifiers.steps import step_errors
+
+    return pa.array([("; ".join(step_errors(t)) or None) if t is not None else None
+                     for t in completions.to_pylist()], type=pa.string())
+
+
+def create_views(con, ws: Workspace) -> None:
+    """Create every view of `SCHEMA_DOC` in the DuckDB connection `con`."""
+    f = {k: [p for _, p in v] for k, v in ws.files.items()}
+    score_cols = ", ".join(f'"{n}"' for n in arrow_schema(Score).names)
+    con.execute(f"CREATE OR REPLACE VIEW problems AS {_parquet_source(con, 'problems', f['problems'], arrow_schema(Problem))}")
+    con.execute(f"""CREATE OR REPLACE VIEW samples AS
+        {_parquet_source(con, 'samples_grow', f['samples_grow'], arrow_schema(Sample))}
+        UNION ALL {_parquet_source(con, 'samples_eval', f['samples_eval'], arrow_schema(Sample))}""")
+    con.execute(f"""CREATE OR REPLACE VIEW scores AS
+        SELECT {score_cols}, 'grow' AS purpose FROM ({_parquet_source(con, 'scores_grow', f['scores_grow'], arrow_schema(Score))})
+        UNION ALL
+        SELECT {score_cols}, 'eval' AS purpose FROM ({_parquet_source(con, 'scores_eval', f['scores_eval'], arrow_schema(Score))})""")
+    con.execute(f"CREATE OR REPLACE VIEW kept AS {_parquet_source(con, 'kept', f['kept'], arrow_schema(Kept))}")
+    con.execute(f"CREATE OR REPLACE VIEW rejected AS {_parquet_source(con, 'rejected', f['rejected'], arrow_schema(Rejected))}")
+    con.register("_models", models_table(ws.files["models"]))
+    con.execute("CREATE OR REPLACE VIEW models AS SELECT * FROM _models")
+    con.register("_metrics", metrics_table(ws.files["metrics"]))
+    con.execute("CREATE OR REPLACE VIEW metrics AS SELECT * FROM _metrics")
+    con.execute("""CREATE OR REPLACE VIEW graded AS
+        SELECT s.*, c.verifier, c.reward, c.correct, c.verdict, c.extracted, c.steps_valid, c.details,
+               CASE WHEN s.purpose = 'grow' THEN k.sample_id IS NOT NULL END AS kept,
+               r.filter_reason
+        FROM samples s
+        JOIN scores c ON c.sample_id = s.sample_id AND c.purpose = s.purpose
+        LEFT JOIN (SELECT DISTINCT sample_id FROM kept) k ON k.sample_id = s.sample_id AND s.purpose = 'grow'
+        LEFT JOIN (SELECT sample_id, any_value(filter_reason) AS filter_reason FROM rejected GROUP BY 1) r
+               ON r.sample_id = s.sample_id AND s.purpose = 'grow'""")
+    for macro in _MACROS:
+        con.execute(macro)
+    for name, fn, result in (("text_steps_valid", _text_steps_valid, bool), ("text_step_errors", _text_step_errors, str)):
+        try:
+            con.create_function(name, fn, [str], result, type="arrow", null_handling="special", side_effects=False)
+        except Exception:  # noqa: BLE001 - a rerun on the same connection: the function is already there
+            pass
+
+
+def connect(root: Path, threads: Optional[int] = None, memory_limit: Optional[str] = None,
+            require_data: bool = True):
+    """An in-memory DuckDB connection with the workspace's views; RestemError when there is no data."""
+    import duckdb
+
+    ws = discover(root)
+    if require_data and not ws.has_data():
+        raise RestemError(f"{Path(root).resolve()}: no workspace data (data/, models/, metrics/ are empty); "
+                          "run `dvc repro` first, or pass --root / --rev")
+    con = duckdb.connect(":memory:")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    if memory_limit:
+        con.execute(f"SET memory_limit = {_quote(memory_limit)}")
+    create_views(con, ws)
+    return con
+
+
+def run_query(con, query: str) -> pa.Table:
+    """The result of one SQL query as an Arrow table; DuckDB errors become RestemError with a hint."""
+    import duckdb
+
+    if not query or not query.strip():
+        raise RestemError('no query given; e.g. restem sql "SELECT iteration, count(*) FROM samples GROUP BY 1"')
+    try:
+        relation = con.sql(query)
+        if relation is None:  # a statement without a result (e.g. CREATE VIEW): nothing to show
+            return pa.table({})
+        return relation.to_arrow_table()
+    except duckdb.Error as exc:
+        raise RestemError(f"query failed: {str(exc).strip()}\nhint: `restem sql --schema` lists the views "
+                          "(problems, samples, scores, kept, rejected, models, metrics, graded) and their columns; "
+                          "quote names with special characters in double quotes") from None
+
+
+# ------------------------------------------------------------------------------------- --rev support
+
+
+_WANTED = [
+    re.compile(r"^data/problems/[^/]+\.parquet$"),
+    re.compile(r"^data/(eval/)?iter\d+/(samples|scores|kept|rejected)\.parquet$"),
+    re.compile(r"^models/iter\d+/restem\.json$"),
+    re.compile(r"^metrics/iterations/iter\d+\.json$"),
+]
+
+
+def _git_root(start: Path) -> Path:
+    for folder in [start.resolve(), *start.resolve().parents]:
+        if (folder / ".git").exists():
+            return folder
+    raise RestemError(f"{start}: not inside a git repository; --rev needs the git+DVC project")
+
+
+def wanted(path: str) -> bool:
+    """Whether a repo-relative path is one of the files the views read."""
+    return any(p.match(path) for p in _WANTED)
+
+
+@contextmanager
+def materialise_rev(root: Path, rev: str) -> Iterator[Path]:
+    """A temp folder holding the workspace files of `rev` (git revision or DVC experiment name).
+
+    Reads through DVC's file system (git objects + DVC cache), so nothing is checked out; the
+    folder is deleted on exit. Model checkpoints are never copied (only restem.json).
+    """
+    from dvc.api import DVCFileSystem
+    from dvc.exceptions import DvcException
+    from scmrepo.exceptions import SCMError
+
+    repo = _git_root(Path(root))
+    prefix = Path(root).resolve().relative_to(repo).as_posix()
+    prefix = "" if prefix == "." else prefix + "/"
+    tmp = Path(tempfile.mkdtemp(prefix="restem-rev-"))
+    try:
+        try:
+            fs = DVCFileSystem(repo=str(repo), rev=rev)
+            copied = 0
+            for top in ("data", "models", "metrics"):
+                base = f"/{prefix}{top}"
+                if not fs.exists(base):
+                    continue
+                for path in fs.find(base):
+                    rel = path.lstrip("/")[len(prefix):]
+                    if wanted(rel):
+                        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                        fs.get_file(path, str(tmp / rel))
+                        copied += 1
+        except (DvcException, SCMError) as exc:
+            raise RestemError(f"--rev {rev!r}: {exc}; give a git branch, tag, commit or a DVC experiment "
+                              "name (`dvc exp list --all-commits`), and make sure its outputs are in the "
+                              "DVC cache (`dvc pull --rev`/`dvc exp pull`)") from None
+        if not copied:
+            raise RestemError(f"--rev {rev!r}: no workspace tables at that revision; was `dvc repro` run "
+                              "and committed there?")
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def open_workspace(root: Path = Path("."), rev: Optional[str] = None, **kwargs) -> Iterator:
+    """A DuckDB connection with the views of `root` at `rev` (working tree when rev is None)."""
+    if rev:
+        with materialise_rev(root, rev) as folder:
+            con = connect(folder, **kwargs)
+            try:
+                yield con
+            finally:
+                con.close()
+    else:
+        con = connect(root, **kwargs)
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+# ------------------------------------------------------------------------------------------ output
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def render(table: pa.Table, fmt: str, max_rows: int = 200, out=None) -> None:
+    """Write `table` to `out` (stdout) as a rich table, CSV or JSON (a list of records)."""
+    out = out or sys.stdout
+    if fmt == "csv":
+        import csv
+
+        # the csv module, not pyarrow's writer: pyarrow quotes every header name
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(table.column_names)
+        for batch in table.to_batches():
+            for row in batch.to_pylist():
+                writer.writerow(["" if v is None else v for v in row.values()])
+    elif fmt == "json":
+        out.write(json.dumps(table.to_pylist(), default=str, ensure_ascii=False, indent=1) + "\n")
+    elif fmt == "table":
+        from rich.console import Console
+        from rich.table import Table
+
+        view = Table(*table.column_names, show_lines=False)
+        for row in table.slice(0, max_rows).to_pylist():
+            view.add_row(*(_cell(row[c]) for c in table.column_names))
+        console = Console(file=out, width=200 if not out.isatty() else None)
+        console.print(view)
+        if table.num_rows > max_rows:
+            console.print(f"({table.num_rows} rows, first {max_rows} shown; use --format csv for all)")
+    else:
+        raise RestemError(f"--format {fmt!r}: choose one of {list(FORMATS)}")
+
+
+# ----------------------------------------------------------------------------------------- command
+
+
+def sql_command(
+    query: Optional[str] = typer.Argument(None, help="SQL over the views; see --schema"),
+    fmt: str = typer.Option("table", "--format", "-f", help="table, csv or json"),
+    rev: Optional[str] = typer.Option(None, "--rev", help="git revision or DVC experiment to read instead of the working tree"),
+    root: Path = typer.Option(Path("."), "--root", help="workspace folder"),
+    schema: bool = typer.Option(False, "--schema", help="print the views, their columns and example queries"),
+    max_rows: int = typer.Option(200, "--max-rows", help="rows shown by --format table"),
+) -> None:
+    """Query every iteration's problems, samples, scores, kept/rejected rows, models and metrics with SQL."""
+    if schema:
+        typer.echo(SCHEMA_DOC + "\nexamples\n" + EXAMPLES)
+        return
+    try:
+        if fmt not in FORMATS:
+            raise RestemError(f"--format {fmt!r}: choose one of {list(FORMATS)}")
+        with open_workspace(root, rev) as con:
+            result = run_query(con, query or "")
+        render(result, fmt, max_rows)
+    except RestemError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
