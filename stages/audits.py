@@ -80,14 +80,16 @@ ORDER BY iteration, purpose, problem_id, sample_id
 
 _PER_PROBLEM = f"""
 WITH per_problem AS (
-    -- pass@K uses sampled rows: greedy evaluation rows (temperature 0) are one fixed answer
+    -- scores has one verdict row per sample (and verifier), so rows count samples: no DISTINCT needed.
+    -- pass@K uses sampled rows: greedy evaluation rows (temperature 0) are one fixed answer; only eval
+    -- rows need the samples table, to tell those apart by their temperature
     SELECT iteration, purpose, problem_id,
-           count(DISTINCT sample_id)                                AS n,
-           count(DISTINCT sample_id) FILTER (WHERE correct)         AS c
-    FROM scores c
-    -- only the temperature of the samples is needed: greedy eval rows are told apart by it
-    JOIN (SELECT sample_id, purpose, temperature FROM samples) s USING (sample_id, purpose)
-    WHERE {_VERDICTS} AND (purpose = 'grow' OR temperature > 0)
+           count(*)                          AS n,
+           count(*) FILTER (WHERE correct)   AS c
+    FROM scores
+    WHERE {_VERDICTS}
+      AND (purpose = 'grow'
+           OR sample_id IN (SELECT sample_id FROM samples WHERE purpose = 'eval' AND temperature > 0))
     GROUP BY iteration, purpose, problem_id
 )"""
 
@@ -122,14 +124,27 @@ ORDER BY correct, p.problem_id
 
 DIVERSITY = f"""
 -- Distinct completions and distinct reasoning paths (the sequence of equations) per problem.
-WITH per_problem AS (
-    SELECT iteration, purpose, problem_id,
-           count(DISTINCT sample_id)                                         AS n,
-           count(DISTINCT hash(completion))                                  AS completions,
-           count(DISTINCT reasoning_path(completion))                        AS paths,
-           count(DISTINCT CASE WHEN correct THEN reasoning_path(completion) END) AS correct_paths
-    FROM scores c JOIN (SELECT sample_id, purpose, completion FROM samples) s USING (sample_id, purpose)
+-- Completions are compared by hash(); the path is computed once per distinct text, not per sample.
+WITH answers AS (  -- one row per verdict (per sample and verifier), with its completion's hash
+    SELECT c.iteration, c.purpose, c.problem_id, c.correct, s.completion_hash
+    FROM scores c
+    JOIN (SELECT sample_id, purpose, hash(completion) AS completion_hash FROM samples) s USING (sample_id, purpose)
     WHERE {_VERDICTS}
+), texts AS (  -- every distinct completion once, with its reasoning path
+    SELECT hash(completion) AS completion_hash, reasoning_path(any_value(completion)) AS path
+    FROM samples
+    GROUP BY completion_hash
+), per_text AS (  -- each distinct completion of a problem: how many samples wrote it, any of them right
+    SELECT iteration, purpose, problem_id, completion_hash, count(*) AS samples, bool_or(correct) AS any_correct
+    FROM answers
+    GROUP BY iteration, purpose, problem_id, completion_hash
+), per_problem AS (
+    SELECT iteration, purpose, problem_id,
+           sum(samples)                                          AS n,
+           count(*)                                              AS completions,
+           count(DISTINCT path)                                  AS paths,
+           count(DISTINCT path) FILTER (WHERE any_correct)       AS correct_paths
+    FROM per_text JOIN texts USING (completion_hash)
     GROUP BY iteration, purpose, problem_id
 )
 SELECT iteration, purpose,

@@ -61,6 +61,26 @@ def test_false_arithmetic_is_caught(text):
     assert steps_valid(text) is False
 
 
+@pytest.mark.parametrize("text", [
+    "The new phone costs $1800 - $2000 = $200 less.",        # a negative difference written as its magnitude
+    "He saves $5.25 - $15.75 = $10.5 on the shirt.",
+    "So 1,800 - 2,000 = <<1800-2000=200>>200 dollars less",
+    "3 - 5 = -2",                                            # the signed result stays right
+])
+def test_magnitude_of_a_negative_difference_is_not_an_error(text):
+    assert steps_valid(text) is True, step_errors(text)
+
+
+@pytest.mark.parametrize("text", [
+    "$1800 - $2000 = $300",                                   # magnitude wrong too
+    "$2000 - $1800 = -$200",                                  # positive difference with a wrong sign
+    "(0 - 2) * 3 = 6",                                        # the last operation is no subtraction
+    "2 + 3 = -5",
+])
+def test_only_the_sign_of_a_subtraction_is_forgiven(text):
+    assert steps_valid(text) is False, text
+
+
 def test_latex_equations_are_checked_with_exact_values():
     report = check_solution(r"First $\frac{1}{2} + \frac{1}{3} = \frac{5}{6}$, then $\sqrt{2}\cdot\sqrt{2} = 2$, "
                             r"and $2^{10} = 1,024$.")

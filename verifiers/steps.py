@@ -18,6 +18,8 @@ Leniency, because a false alarm costs more than a missed error here:
   "45/10 = 5 buses" is ceiling, not an error);
 - `%` is read both as /100 and as a plain number; `$`, thousands separators and trailing units are
   dropped; an `x` or `×` between numbers is multiplication;
+- a subtraction whose result is negative may be written as its magnitude ("$1800 - $2000 = $200",
+  meaning 200 less): only the sign of the difference is let go, never its size;
 - a run that starts with an operator (`3 hours * 5 = 15`: the unit split the expression) is skipped.
 """
 
@@ -179,7 +181,20 @@ def compare(left: str, right: str) -> tuple[Optional[bool], str]:
             computed, shown, decimals = (a, b, dr) if dr is not None or dl is None else (b, a, dl)
             if _close(computed, shown, decimals):
                 return True, "ok"
+            expr = left if computed is a else right
+            # "$1800 - $2000 = $200" (200 less): a negative difference written as its magnitude
+            if computed < 0 < shown and _is_difference(expr) and _close(-computed, shown, decimals):
+                return True, "ok (magnitude of a negative difference)"
     return False, f"{left.strip()} is {_show(lefts[0])}, not {right.strip()}"
+
+
+def _is_difference(run: str) -> bool:
+    """Whether the last operation of an arithmetic run is a subtraction (`1800 - 2000`, `2*3 - 10`)."""
+    try:
+        node = ast.parse(_normalise(run, "").strip(), mode="eval").body
+    except (SyntaxError, ValueError, RecursionError):
+        return False
+    return isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub)
 
 
 def _show(value: Fraction) -> str:
