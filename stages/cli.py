@@ -94,6 +94,8 @@ def append_iteration(path: Path, warm: bool) -> int:
 
     yaml = YAML()
     yaml.preserve_quotes = True
+    # keep `null` written as `null` (ruamel's default writes an empty value)
+    yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     data = yaml.load(path.read_text())
     try:
         iterations = data["loop"]["iterations"]
