@@ -8,6 +8,7 @@ Reads: the file's schema must match the model's; a mismatch names the file and t
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -166,3 +167,42 @@ def read_table(path: Path, model: type[BaseModel]) -> pa.Table:
 def read_rows(path: Path, model: type[BaseModel]) -> list[dict]:
     """Read a table as a list of dicts (schema-checked)."""
     return read_table(path, model).to_pylist()
+
+
+def record_unit(path: Path) -> str:
+    """How a position in an input file is named in messages: `row` for Parquet, `line` for JSONL."""
+    return "row" if Path(path).suffix == ".parquet" else "line"
+
+
+def read_records(path: Path) -> list[tuple[int, dict]]:
+    """(line or row number, record) for every record of a user's JSONL, JSONL.gz or Parquet file.
+
+    Blank lines are skipped; a line that is not a JSON object is an error naming the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RestemError(f"{path}: file not found; give a JSONL, JSONL.gz or Parquet file")
+    if path.suffix == ".parquet":
+        try:
+            return list(enumerate(pq.read_table(path).to_pylist(), start=1))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise RestemError(f"{path}: not a readable Parquet file ({exc})") from None
+    opener = gzip.open if path.name.endswith(".gz") else open
+    out = []
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for line_no, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise RestemError(f"{path}: line {line_no} is not valid JSON ({exc.msg} at column {exc.colno}); "
+                                      "fix or remove that line (one JSON object per line)") from None
+                if not isinstance(record, dict):
+                    raise RestemError(f"{path}: line {line_no} is a {type(record).__name__}, not a JSON object; "
+                                      "each line must be an object with named fields")
+                out.append((line_no, record))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RestemError(f"{path}: cannot read as UTF-8 JSONL ({exc}); give a .jsonl, .jsonl.gz or .parquet file") from None
+    return out

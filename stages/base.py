@@ -7,7 +7,6 @@ the demonstrations (`data/problems/demos.parquet`). With `base.checkpoint` set, 
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from schemas.hashing import content_hash, folder_hash
 from schemas.io import atomic_dir, read_rows, write_json
 from schemas.params import Params, load_params
 from schemas.tables import ModelMeta, Problem
-from stages.common import log, model_dir, problems_dir, stage_main
+from stages.common import log, model_dir, problems_dir, parse_args, stage_main
 from stages.engines import set_threads
 from stages.modeling import META_FILE, build_char_tokenizer, build_model, save_policy
 
@@ -67,9 +66,7 @@ def run(params: Params, root: Path = Path(".")) -> ModelMeta:
 
 @stage_main
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.base", description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
+    args = parse_args("base", __doc__, argv)
     run(load_params(args.params))
 
 

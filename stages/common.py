@@ -4,6 +4,7 @@ and the standard paths of the workspace (one name per concept: stage `grow` writ
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 import time
@@ -46,3 +47,13 @@ def stage_main(fn: Callable[..., object]) -> Callable[..., None]:
             raise SystemExit(2) from None
 
     return wrapper
+
+
+def parse_args(name: str, doc: str | None, argv: list[str] | None, *numbers: str) -> argparse.Namespace:
+    """The arguments of `python -m stages.<name>`: `--params` and the integer options in `numbers`
+    (e.g. `iteration`, `prev`, `init`), all required."""
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{name}", description=doc)
+    for option in numbers:
+        parser.add_argument(f"--{option}", type=int, required=True)
+    parser.add_argument("--params", default="params.yaml", help="params file")
+    return parser.parse_args(argv)

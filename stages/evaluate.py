@@ -16,7 +16,6 @@ new model.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -30,7 +29,7 @@ from schemas.io import read_rows, write_json, write_rows, write_text
 from schemas.params import Params, load_params
 from schemas.tables import Problem, Sample, Score
 from stages import engines, grow, score
-from stages.common import DATA, METRICS, log, model_dir, problems_dir, stage_main
+from stages.common import DATA, METRICS, log, model_dir, problems_dir, parse_args, stage_main
 from stages.engines import SamplingParams, set_threads
 from stages.modeling import model_hash, read_meta
 
@@ -197,9 +196,7 @@ def run(params: Params, root: Path = Path(".")) -> dict:
 
 @stage_main
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.evaluate", description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
+    args = parse_args("evaluate", __doc__, argv)
     run(load_params(args.params))
 
 

@@ -8,7 +8,6 @@ through wrong steps. Each decision is `(keep, reason)`; counts per reason are lo
 
 from __future__ import annotations
 
-import argparse
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Optional, Sequence
@@ -17,7 +16,7 @@ from schemas.errors import RestemError
 from schemas.io import atomic_dir, read_rows, write_rows
 from schemas.params import FilterParams, Params, load_params
 from schemas.tables import Kept, Rejected, Sample, Score
-from stages.common import iter_dir, log, stage_main
+from stages.common import iter_dir, log, parse_args, stage_main
 
 SORT = ["problem_id", "sample_id"]
 
@@ -95,10 +94,7 @@ def run(params: Params, iteration: int, root: Path = Path(".")) -> Counter:
 
 @stage_main
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.filter", description=__doc__)
-    parser.add_argument("--iteration", type=int, required=True)
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
+    args = parse_args("filter", __doc__, argv, "iteration")
     run(load_params(args.params), args.iteration)
 
 

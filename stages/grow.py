@@ -7,7 +7,6 @@ index), so a sample does not depend on batch order and reruns are byte-identical
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Sequence
 
@@ -15,7 +14,7 @@ from schemas.hashing import content_hash, derive_seed
 from schemas.io import read_rows, write_rows
 from schemas.params import Params, load_params
 from schemas.tables import Problem, Sample
-from stages.common import iter_dir, log, model_dir, problems_dir, stage_main
+from stages.common import iter_dir, log, model_dir, problems_dir, parse_args, stage_main
 from stages.engines import Engine, Request, SamplingParams, TransformersEngine, set_threads
 from stages.modeling import load_policy, model_hash
 
@@ -70,11 +69,7 @@ def run(params: Params, iteration: int, prev: int, root: Path = Path(".")) -> in
 
 @stage_main
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.grow", description=__doc__)
-    parser.add_argument("--iteration", type=int, required=True)
-    parser.add_argument("--prev", type=int, required=True, help="iteration whose model samples")
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
+    args = parse_args("grow", __doc__, argv, "iteration", "prev")
     run(load_params(args.params), args.iteration, args.prev)
 
 

@@ -15,19 +15,16 @@ and recorded as 0.
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import typer
 
 from schemas.errors import RestemError
 from schemas.hashing import canonical_json, content_hash
-from schemas.io import write_rows
+from schemas.io import read_records, write_rows
 from schemas.tables import Problem, Sample
 from verifiers.math_answer import last_boxed, reference_answer
 
@@ -37,35 +34,6 @@ _THOUSANDS = re.compile(r"^-?\d{1,3}(,\d{3})+(\.\d+)?$")
 
 
 # ----------------------------------------------------------------------------------------------- reading
-
-
-def read_records(path: Path) -> list[tuple[int, dict]]:
-    """(line or row number, record) for every record of a JSONL, JSONL.gz or Parquet file."""
-    path = Path(path)
-    if not path.is_file():
-        raise RestemError(f"{path}: file not found; give a JSONL, JSONL.gz or Parquet file")
-    if path.suffix == ".parquet":
-        try:
-            return list(enumerate(pq.read_table(path).to_pylist(), start=1))
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise RestemError(f"{path}: not a readable Parquet file ({exc})") from None
-    opener = gzip.open if path.name.endswith(".gz") else open
-    out = []
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise RestemError(f"{path}: line {line_no} is not valid JSON ({exc.msg}); fix or remove it") from None
-                if not isinstance(record, dict):
-                    raise RestemError(f"{path}: line {line_no} is not a JSON object; one object per line")
-                out.append((line_no, record))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RestemError(f"{path}: cannot read as UTF-8 JSONL ({exc})") from None
-    return out
 
 
 class _Row:

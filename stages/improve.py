@@ -7,7 +7,6 @@ of the training rows and the loss curve.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from schemas.hashing import content_hash, derive_seed
 from schemas.io import read_rows
 from schemas.params import Params, load_params
 from schemas.tables import Kept
-from stages.common import iter_dir, log, model_dir, stage_main
+from stages.common import iter_dir, log, model_dir, parse_args, stage_main
 from stages.engines import set_threads
 from stages.modeling import load_policy, model_hash, save_policy
 from stages.training import train_sft
@@ -45,11 +44,7 @@ def run(params: Params, iteration: int, init: int, root: Path = Path(".")) -> di
 
 @stage_main
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.improve", description=__doc__)
-    parser.add_argument("--iteration", type=int, required=True)
-    parser.add_argument("--init", type=int, required=True, help="iteration whose model to start from")
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
+    args = parse_args("improve", __doc__, argv, "iteration", "init")
     run(load_params(args.params), args.iteration, args.init)
 
 

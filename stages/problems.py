@@ -8,17 +8,15 @@ the row and the field.
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 from pathlib import Path
 from typing import Iterator
 
 from schemas.errors import RestemError
-from schemas.io import atomic_dir, write_rows
+from schemas.io import atomic_dir, read_records, write_rows
 from schemas.params import ArithmeticTask, Params, ProblemFiles, load_params
 from schemas.tables import Problem
-from stages.common import log, problems_dir, stage_main
+from stages.common import log, problems_dir, parse_args, stage_main
 from verifiers.arithmetic import make_prompt, random_operand, scratchpad
 
 SPLITS = ("demos", "train", "test")
@@ -78,30 +76,10 @@ def generate_arithmetic(task: ArithmeticTask, seed: int) -> dict[str, list[Probl
 
 
 def _read_records(path: Path) -> list[dict]:
-    """Rows of a JSONL or Parquet file; a malformed line is an error naming it."""
+    """Rows of a JSONL or Parquet problem file; a malformed line is an error naming it."""
     if not path.exists():
         raise RestemError(f"{path}: problem file not found (params: problems.files)")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return pq.read_table(path).to_pylist()
-        except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
-            raise RestemError(f"{path}: not a readable Parquet file ({exc})") from exc
-    if path.suffix not in (".jsonl", ".json"):
-        raise RestemError(f"{path}: unknown file type; use .jsonl or .parquet")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RestemError(f"{path}, line {n}: not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise RestemError(f"{path}, line {n}: expected a JSON object")
-        rows.append(row)
-    return rows
+    return [record for _, record in read_records(path)]
 
 
 def read_problem_file(path: Path, files: ProblemFiles, split: str, need_solution: bool = False) -> list[Problem]:
@@ -165,9 +143,7 @@ def run(params: Params, root: Path = Path(".")) -> dict[str, int]:
 
 @stage_main
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.problems", description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
+    args = parse_args("problems", __doc__, argv)
     run(load_params(args.params))
 
 

@@ -6,7 +6,6 @@ is recorded as the verdict `error` and counted, never as `incorrect`.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
 from pathlib import Path
@@ -16,7 +15,7 @@ from schemas.errors import RestemError
 from schemas.io import read_rows, write_rows
 from schemas.params import Params, load_params
 from schemas.tables import Problem, Sample, Score
-from stages.common import iter_dir, log, problems_dir, stage_main
+from stages.common import iter_dir, log, problems_dir, parse_args, stage_main
 from verifiers import get_verifier
 from verifiers.batch import grade_batch
 
@@ -69,10 +68,7 @@ def run(params: Params, iteration: int, root: Path = Path(".")) -> Counter:
 
 @stage_main
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.score", description=__doc__)
-    parser.add_argument("--iteration", type=int, required=True)
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
+    args = parse_args("score", __doc__, argv, "iteration")
     run(load_params(args.params), args.iteration)
 
 

@@ -14,19 +14,17 @@ verifiers run in `verifiers.code_exec` sandboxes (per-program time limit = `time
 
 from __future__ import annotations
 
-import gzip
 import json
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator
+
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import typer
 
 from schemas.errors import RestemError
-from schemas.io import write_table
+from schemas.io import read_records as io_read_records, record_unit, write_table
 from stages.common import log
 from verifiers.base import Verdict, get_verifier, verifier_names
 from verifiers.batch import grade_batch
@@ -51,47 +49,9 @@ OUTPUT_SCHEMA = pa.schema([
 # ----------------------------------------------------------------------------------------------- input
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield line_no, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise RestemError(f"{path}: line {line_no} is not valid JSON ({exc.msg} at column {exc.colno}); "
-                                      "fix or remove that line (one JSON object per line)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RestemError(f"{path}: cannot read as UTF-8 JSONL ({exc}); give a .jsonl, .jsonl.gz or .parquet file") from None
-
-
-def _parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise RestemError(f"{path}: not a readable Parquet file ({exc})") from None
-    for row_no, row in enumerate(table.to_pylist(), start=1):
-        yield row_no, row
-
-
 def read_records(path: Path) -> tuple[list[tuple[int, dict]], str]:
     """(line or row number, record) pairs from a JSONL(.gz) or Parquet file, and the word for a position."""
-    path = Path(path)
-    if not path.is_file():
-        raise RestemError(f"{path}: file not found; pass an existing JSONL or Parquet file with --input")
-    if path.suffix == ".parquet":
-        rows, unit = _parquet_rows(path), "row"
-    else:
-        rows, unit = _jsonl_rows(path), "line"
-    out = []
-    for pos, record in rows:
-        if not isinstance(record, dict):
-            raise RestemError(f"{path}: {unit} {pos} is a {type(record).__name__}, not a JSON object; "
-                              "each line must be an object with named fields")
-        out.append((pos, record))
-    return out, unit
+    return io_read_records(path), record_unit(path)
 
 
 def _required(verifier: str) -> tuple[str, ...]:

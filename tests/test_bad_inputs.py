@@ -39,7 +39,7 @@ def test_malformed_json_line_is_named(tmp_path, tiny_raw):
     train = tmp_path / "train.jsonl"
     train.write_text('{"prompt": "1+1=", "reference": "2"}\n{"prompt": "2+2=", "reference": \n')
     test = _jsonl(tmp_path / "test.jsonl", [{"prompt": "1+2=", "reference": "3"}])
-    with pytest.raises(RestemError, match=r"train\.jsonl, line 2: not valid JSON"):
+    with pytest.raises(RestemError, match=r"train\.jsonl: line 2 is not valid JSON"):
         problems.run(_files_params(tiny_raw, tmp_path, train, test), tmp_path)
     assert not (tmp_path / "data").exists()
 
