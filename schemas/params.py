@@ -167,6 +167,7 @@ class RuntimeParams(Section):
     batch_size: int = Field(default=256, ge=1, description="sequences per generate call")
     threads: int = Field(default=0, ge=0, description="torch threads; 0: all cores")
     workers: int = Field(default=0, ge=0, description="grading processes or sandboxes; 0: one per core")
+    grow_shard_problems: int = Field(default=256, ge=1, description="problems per resumable Grow shard")
 
 
 class Params(Section):

@@ -7,11 +7,15 @@ index), so a sample does not depend on batch order and reruns are byte-identical
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Sequence
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from schemas.hashing import content_hash, derive_seed
-from schemas.io import read_rows, write_rows
+from schemas.io import read_rows, read_table, to_table, write_rows, write_table
 from schemas.params import Params, load_params
 from schemas.tables import Problem, Sample
 from stages.common import iter_dir, log, model_dir, problems_dir, parse_args, stage_main
@@ -50,21 +54,53 @@ def sample(engine: Engine, problems: Sequence[dict], k: int, sampling: SamplingP
     return rows
 
 
+def shard_key(policy: str, sampling: SamplingParams, params: Params, iteration: int, problem_ids: list[str]) -> str:
+    """What a shard's rows depend on; a shard left by an interrupted run is reused only if this matches."""
+    g = params.grow
+    return content_hash("grow-shard", policy, sampling.as_dict(), g.engine, g.samples_per_problem, g.seed, iteration,
+                        problem_ids)
+
+
 def run(params: Params, iteration: int, prev: int, root: Path = Path(".")) -> int:
-    """Sample the Grow pool with models/iter<prev>; returns the number of samples written."""
+    """Sample the Grow pool with models/iter<prev>; returns the number of samples written.
+
+    Problems are sampled in shards of `runtime.grow_shard_problems`; each finished shard is written
+    atomically to `data/iter<i>/.grow-shards/` under a name holding its key, so a rerun after a crash
+    or kill resumes from the finished shards. The merged, sorted output is byte-identical to an
+    uninterrupted run; the shards are removed once it is written.
+    """
     set_threads(params.runtime.threads)
     g = params.grow
-    problems = read_rows(problems_dir(root) / "train.parquet", Problem)
+    problems = sorted(read_rows(problems_dir(root) / "train.parquet", Problem), key=lambda p: p["problem_id"])
     policy_dir = model_dir(prev, root)
-    engine = make_engine(g.engine, policy_dir, params.runtime.batch_size)
+    policy = model_hash(policy_dir)
     sampling = SamplingParams(g.temperature, g.max_new_tokens, g.top_p, g.top_k)
-    rows = sample(engine, problems, g.samples_per_problem, sampling, g.seed, iteration, "grow",
-                  model_hash(policy_dir), label=f"grow@{iteration}")
+    size = params.runtime.grow_shard_problems
+    shard_dir = iter_dir(iteration, root) / ".grow-shards"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    engine = None
+    tables = []
+    n_shards = (len(problems) + size - 1) // size
+    for number, start in enumerate(range(0, len(problems), size)):
+        chunk = problems[start : start + size]
+        key = shard_key(policy, sampling, params, iteration, [p["problem_id"] for p in chunk])
+        path = shard_dir / f"shard-{number:05d}-{key}.parquet"
+        if path.exists():
+            log(f"grow@{iteration}: shard {number + 1}/{n_shards} already done, reusing it")
+        else:
+            engine = engine or make_engine(g.engine, policy_dir, params.runtime.batch_size)
+            rows = sample(engine, chunk, g.samples_per_problem, sampling, g.seed, iteration, "grow", policy,
+                          label=f"grow@{iteration} shard {number + 1}/{n_shards}")
+            write_rows(path, Sample, rows, sort_by=SORT)
+        tables.append(read_table(path, Sample))
     out = iter_dir(iteration, root) / "samples.parquet"
-    n = write_rows(out, Sample, rows, sort_by=SORT)
-    tokens = sum(r.completion_tokens for r in rows)
-    log(f"grow@{iteration}: {n} samples ({tokens} tokens) from models/iter{prev} -> {out}")
-    return n
+    merged = pa.concat_tables(tables) if tables else to_table(Sample, [], SORT)
+    merged = merged.sort_by([(column, "ascending") for column in SORT]).combine_chunks()
+    write_table(out, merged)
+    shutil.rmtree(shard_dir)
+    tokens = pc.sum(merged["completion_tokens"]).as_py() or 0
+    log(f"grow@{iteration}: {merged.num_rows} samples ({tokens} tokens) from models/iter{prev} -> {out}")
+    return merged.num_rows
 
 
 @stage_main
