@@ -10,6 +10,7 @@ depends on its prompt and seed, not on which other requests share its batch or i
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, Sequence
 
@@ -128,18 +129,23 @@ class TransformersEngine:
 
     def generate(self, requests: Sequence[Request], sampling: SamplingParams, progress: str = "") -> list[Completion]:
         """Completions in request order. Requests are batched by prompt length to limit padding."""
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         order = sorted(range(len(requests)), key=lambda i: (len(requests[i].prompt), i))
         results: list[Completion | None] = [None] * len(requests)
         with Progress(
-            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
             disable=not progress, transient=False,
         ) as bar:
-            task = bar.add_task(progress, total=len(requests))
+            task = bar.add_task(progress, total=len(requests), rate="")
+            started, tokens = time.monotonic(), 0
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 for i, c in zip(idx, self._batch([requests[i] for i in idx], sampling)):
                     results[i] = c
-                bar.advance(task, len(idx))
+                tokens += sum(results[i].completion_tokens for i in idx)
+                elapsed = max(time.monotonic() - started, 1e-9)
+                rate = f"{(start + len(idx)) / elapsed:,.0f} samples/s {tokens / elapsed:,.0f} tok/s"
+                bar.update(task, advance=len(idx), rate=rate)
         return results  # type: ignore[return-value]

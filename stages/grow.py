@@ -8,6 +8,7 @@ index), so a sample does not depend on batch order and reruns are byte-identical
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -80,6 +81,7 @@ def run(params: Params, iteration: int, prev: int, root: Path = Path(".")) -> in
     shard_dir.mkdir(parents=True, exist_ok=True)
     engine = None
     tables = []
+    started = time.monotonic()
     n_shards = (len(problems) + size - 1) // size
     for number, start in enumerate(range(0, len(problems), size)):
         chunk = problems[start : start + size]
@@ -99,7 +101,9 @@ def run(params: Params, iteration: int, prev: int, root: Path = Path(".")) -> in
     write_table(out, merged)
     shutil.rmtree(shard_dir)
     tokens = pc.sum(merged["completion_tokens"]).as_py() or 0
-    log(f"grow@{iteration}: {merged.num_rows} samples ({tokens} tokens) from models/iter{prev} -> {out}")
+    seconds = max(time.monotonic() - started, 1e-9)
+    log(f"grow@{iteration}: {merged.num_rows} samples, {tokens} tokens from models/iter{prev} in {seconds:.1f} s "
+        f"({merged.num_rows / seconds:,.0f} samples/s, {tokens / seconds:,.0f} tok/s, resumed shards included) -> {out}")
     return merged.num_rows
 
 
