@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up restem in ./.venv with Python 3.11 and pip.
 #   bash scripts/setup.sh          # the package, its CLI and the pipeline's dependencies
-#   bash scripts/setup.sh --test   # also pytest, and bubblewrap for the code sandbox where apt-get can install it
+#   bash scripts/setup.sh --test   # also the test tools (pytest, moto, datasets), dvc-s3, and bubblewrap for the
+#                                  # code sandbox where apt-get can install it
 # torch: with no NVIDIA GPU visible, torch==2.13.0 is installed first (the CPU build where the package index
 # serves it; set TORCH_INDEX_URL to a CPU wheel index elsewhere). With a GPU, the torch already in the venv,
 # or pip's default CUDA build, is kept.
@@ -9,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 extras=""
-if [[ "${1:-}" == "--test" ]]; then extras="[test]"; fi
+if [[ "${1:-}" == "--test" ]]; then extras="[test,s3]"; fi
 
 if [[ ! -x .venv/bin/python ]]; then
   "$PYTHON" -m venv .venv

@@ -183,6 +183,10 @@ def _mount_tools() -> None:
     app.command("sql")(sql_command)
     app.command("audit")(audit_command)
 
+    from stages.export import export_command
+
+    app.command("export")(export_command)
+
 
 _mount_tools()
 
