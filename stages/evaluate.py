@@ -28,7 +28,7 @@ from schemas.hashing import content_hash, file_hash
 from schemas.io import read_rows, write_json, write_rows, write_text
 from schemas.params import Params, load_params
 from schemas.tables import Problem, Sample, Score
-from stages import engines, grow, score
+from stages import engines, grow, modeling, score
 from stages.common import DATA, METRICS, log, model_dir, problems_dir, parse_args, stage_main
 from stages.engines import SamplingParams, set_threads
 from stages.modeling import model_hash, read_meta
@@ -114,7 +114,11 @@ def evaluate_model(params: Params, iteration: int, problems: list[dict], root: P
 
 def eval_key(params: Params, iteration: int, root: Path) -> str:
     """What an iteration's metrics depend on: if unchanged, the stored result is reused."""
-    code = [Path(m.__file__) for m in (engines, grow, score)] + [Path(__file__)]
+    # The code that makes the metrics: sampling, scoring, every verifier, and this module.
+    import verifiers
+
+    code = [Path(m.__file__) for m in (engines, grow, score, modeling)] + [Path(__file__)]
+    code += sorted(Path(verifiers.__file__).parent.glob("*.py"))
     return content_hash(
         FORMAT, model_hash(model_dir(iteration, root)), file_hash(problems_dir(root) / "test.parquet"),
         params.evaluate.model_dump(), params.grow.engine, params.score.model_dump(), [file_hash(p) for p in code],

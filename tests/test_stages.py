@@ -125,3 +125,19 @@ def test_evaluate_reuses_unchanged_results(loop_root, capfd):
     evaluate.run(params, root)
     assert _bytes(root / "metrics") == before
     assert "unchanged, reusing" in capfd.readouterr().err
+
+
+def test_evaluate_memo_key_follows_verifier_code(loop_root, monkeypatch):
+    """Editing a verifier must invalidate stored evaluation results, not reuse them."""
+    from pathlib import Path as P
+
+    import verifiers
+
+    root, params = loop_root
+    before = evaluate.eval_key(params, 0, root)
+    original = P(verifiers.__file__).parent / "arithmetic.py"
+    from schemas import hashing
+
+    real = hashing.file_hash
+    monkeypatch.setattr(evaluate, "file_hash", lambda p: "edited" if P(p) == original else real(p))
+    assert evaluate.eval_key(params, 0, root) != before
