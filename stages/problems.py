@@ -18,6 +18,7 @@ from schemas.params import ArithmeticTask, Params, ProblemFiles, load_params
 from schemas.tables import Problem
 from stages.common import log, problems_dir, parse_args, stage_main
 from verifiers.arithmetic import make_prompt, random_operand, scratchpad
+from verifiers.reversed_addition import make_prompt as reversed_prompt, make_solution as reversed_solution
 
 SPLITS = ("demos", "train", "test")
 SORT = ["subset", "problem_id"]
@@ -31,8 +32,17 @@ def _addition(a: int, b: int, split: str, subset: str, source: str) -> Problem:
     )
 
 
+def _reversed_addition(a: int, b: int, offset: int, split: str, subset: str, source: str) -> Problem:
+    prompt, reference = reversed_prompt(a, b, offset), str(a + b)
+    return Problem(
+        problem_id=Problem.make_id(prompt, reference), split=split, subset=subset, prompt=prompt,
+        reference=reference, solution=reversed_solution(a, b, offset), difficulty=max(len(str(a)), len(str(b))),
+        source=source,
+    )
+
+
 def _draw(rng: random.Random, count: int, digits: Iterator[tuple[int, int]], taken: set[str], split: str,
-          subset: str) -> list[Problem]:
+          subset: str, fmt: str = "scratchpad") -> list[Problem]:
     out: list[Problem] = []
     attempts = 0
     while len(out) < count:
@@ -43,7 +53,12 @@ def _draw(rng: random.Random, count: int, digits: Iterator[tuple[int, int]], tak
                 "with these digit counts; lower the count or widen the digits"
             )
         da, db = next(digits)
-        p = _addition(random_operand(rng, da), random_operand(rng, db), split, subset, "arithmetic")
+        if fmt == "reversed":
+            # Operands first, then the tag offset, so the operand stream matches the scratchpad format.
+            a, b = random_operand(rng, da), random_operand(rng, db)
+            p = _reversed_addition(a, b, rng.randrange(26), split, subset, "reversed_addition")
+        else:
+            p = _addition(random_operand(rng, da), random_operand(rng, db), split, subset, "arithmetic")
         if p.problem_id not in taken:
             taken.add(p.problem_id)
             out.append(p)
@@ -65,13 +80,16 @@ def generate_arithmetic(task: ArithmeticTask, seed: int) -> dict[str, list[Probl
             d = rng.randint(low, high)
             yield d, d
 
+    fmt = task.format
     test = []
     for name, digits in sorted(task.test_sets.items()):
-        test += _draw(rng, task.test_count, fixed(digits), taken, "test", name)
-    train = _draw(rng, task.train_count, ranged(task.train_digits.low, task.train_digits.high), taken, "train", "pool")
-    demos = _draw(rng, task.demo_count, ranged(task.demo_digits.low, task.demo_digits.high), taken, "demo", "demos")
+        test += _draw(rng, task.test_count, fixed(digits), taken, "test", name, fmt)
+    train = _draw(rng, task.train_count, ranged(task.train_digits.low, task.train_digits.high), taken, "train", "pool",
+                  fmt)
+    demos = _draw(rng, task.demo_count, ranged(task.demo_digits.low, task.demo_digits.high), taken, "demo", "demos",
+                  fmt)
     if task.extra_demo_count and task.extra_demo_digits:
-        demos += _draw(rng, task.extra_demo_count, fixed(task.extra_demo_digits), taken, "demo", "extra")
+        demos += _draw(rng, task.extra_demo_count, fixed(task.extra_demo_digits), taken, "demo", "extra", fmt)
     return {"demos": demos, "train": train, "test": test}
 
 

@@ -37,6 +37,7 @@ class Verifier(Protocol):
 # arithmetic task does not load math-verify or the sandbox.
 _VERIFIERS: dict[str, tuple[str, str]] = {
     "arithmetic": ("verifiers.arithmetic", "AdditionVerifier"),
+    "reversed_addition": ("verifiers.reversed_addition", "ReversedAdditionVerifier"),
     "exact": ("verifiers.exact", "ExactAnswerVerifier"),
     "math": ("verifiers.math_answer", "MathVerifier"),
     "gsm8k": ("verifiers.math_answer", "GSM8KVerifier"),
@@ -44,7 +45,7 @@ _VERIFIERS: dict[str, tuple[str, str]] = {
     "apps": ("verifiers.code_exec", "AppsVerifier"),
 }
 # Pure, fast verifiers that are cheaper to run in-process than to ship to a pool.
-IN_PROCESS = frozenset({"arithmetic", "exact"})
+IN_PROCESS = frozenset({"arithmetic", "reversed_addition", "exact"})
 CODE = frozenset({"humaneval", "apps"})
 
 
