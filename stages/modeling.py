@@ -1,9 +1,10 @@
 """Tokenizer, model and checkpoint folders.
 
 The embedded default builds a character-level tokenizer with `tokenizers` (wrapped as a
-`PreTrainedTokenizerFast`) and a small `LlamaForCausalLM` from a config; a user's own checkpoint is
-any local Hugging Face causal-LM folder. Either way a policy is a folder that `load_policy` opens, and
-`models/iter<i>/restem.json` records where it came from.
+`PreTrainedTokenizerFast`) and a small `LlamaForCausalLM` from a config (or, with
+`base.model.position: none`, the same shape without positional encoding as a stock SmolLM3 config);
+a user's own checkpoint is any local Hugging Face causal-LM folder. Either way a policy is a folder
+that `load_policy` opens, and `models/iter<i>/restem.json` records where it came from.
 """
 
 from __future__ import annotations
@@ -52,11 +53,52 @@ def build_char_tokenizer(charset: str = CHARSET) -> "PreTrainedTokenizerBase":
     )
 
 
+def _nope_model(tokenizer: "PreTrainedTokenizerBase", arch: Any) -> "PreTrainedModel":
+    """A Llama-shaped model with no positional encoding (NoPE), in a stock architecture.
+
+    SmolLM3 is Llama (RMSNorm, SwiGLU, tied embeddings) plus a per-layer switch `no_rope_layers`
+    (1: rotary, 0: none). With 0 in every layer no attention layer sees a position, and the model has
+    no position parameters at all, so training cannot bring one back. transformers and vLLM load the
+    saved config as it is (no remote code): in both, a layer whose switch is 0 skips the rotation.
+    """
+    from transformers import SmolLM3Config, SmolLM3ForCausalLM
+
+    config = SmolLM3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=arch.hidden_size,
+        intermediate_size=arch.intermediate_size,
+        num_hidden_layers=arch.layers,
+        num_attention_heads=arch.heads,
+        num_key_value_heads=arch.heads,
+        max_position_embeddings=arch.max_positions,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        no_rope_layers=[0] * arch.layers,
+        use_sliding_window=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return SmolLM3ForCausalLM(config)
+
+
+def is_nope(model: "PreTrainedModel") -> bool:
+    """True when no layer of `model` applies rotary embeddings (a NoPE SmolLM3 from `build_model`)."""
+    layers = getattr(model.config, "no_rope_layers", None)
+    return bool(layers) and not any(layers)
+
+
 def build_model(tokenizer: "PreTrainedTokenizerBase", arch: Any, seed: int) -> "PreTrainedModel":
-    """A freshly initialised LlamaForCausalLM of the shape in `arch` (params: base.model)."""
+    """A freshly initialised model of the shape in `arch` (params: base.model): LlamaForCausalLM, or
+    with `position: none` the same shape without positional encoding (see `_nope_model`)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    if getattr(arch, "position", "rope") == "none":
+        torch.manual_seed(seed)
+        model = _nope_model(tokenizer, arch)
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        return model
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=arch.hidden_size,
