@@ -4,17 +4,20 @@ one environment).
 
 How it stays equal to the transformers engine:
 - Prompts are tokenized by the policy's own Hugging Face tokenizer and handed to vLLM as token ids, and
-  completions are decoded by it too, so both engines see and write the same tokens (vLLM's tokenizer is
-  not even loaded).
+  completions are decoded by it too (vLLM does not detokenize), so both engines see and write the same
+  tokens.
 - Every request carries its own seed (vLLM seeds a generator per request), and each of the K samples
   of a prompt is a request of its own. vLLM's `n=K` would be one request, but it seeds its children
   with seed, seed+1, ... and our rows record independent derived seeds per sample; prefix caching
   makes the K requests of a prompt share the prompt's KV cache anyway.
 - Generation stops on the tokenizer's EOS; `completion_tokens` counts that EOS, `finish_reason` is
   `stop` or `length`, as in the transformers engine. Temperature 0 is greedy.
-- The engine core runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0 unless the caller set it):
-  all requests are queued before the first step, so batches, and with them the numerics, are the same
-  on every run. That is what makes a seed give the same sample in two processes.
+- vLLM's engine core runs in its own process (its default), which starts stepping while requests are
+  still arriving, so batches differ from run to run. A sample still depends only on its prompt and seed:
+  each request has its own generator, and on CPU in float32 a sequence's logits do not depend on its
+  batch (tests/test_vllm.py checks two processes and a reordered batch). Where numerics do depend on the
+  batch (GPU kernels, bfloat16), set VLLM_BATCH_INVARIANT=1, or VLLM_ENABLE_V1_MULTIPROCESSING=0 for a
+  fixed schedule; the in-process core was 2 to 7 times slower here on CPU.
 
 Sampling itself differs from the transformers engine (vLLM draws its own noise from the seed), so a
 sampled completion is reproducible within one engine, not across engines; greedy output is the same.
@@ -33,15 +36,6 @@ from stages.modeling import resolve_checkpoint
 GIB = 1 << 30
 
 
-def vllm_version() -> Optional[str]:
-    """The installed vLLM's version, or None when vLLM is not importable."""
-    try:
-        import vllm
-    except Exception:  # noqa: BLE001  (a broken install is as good as none here)
-        return None
-    return vllm.__version__
-
-
 class VLLMEngine:
     """One `LLM` over a policy folder; `generate` sends all requests in one `LLM.generate` call.
 
@@ -54,6 +48,8 @@ class VLLMEngine:
     def __init__(self, policy: Path, *, tensor_parallel_size: int = 1, kv_cache_gb: Optional[float] = None,
                  gpu_memory_utilization: float = 0.9, max_num_seqs: int = 256, dtype: str = "float32",
                  enforce_eager: Optional[bool] = None):
+        # vLLM logs its whole config at INFO on every start; warnings and errors are what a stage log needs.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         try:
             import vllm
             from vllm import LLM
@@ -72,10 +68,8 @@ class VLLMEngine:
         on_cpu = current_platform.is_cpu()
         if kv_cache_gb is None and on_cpu:
             kv_cache_gb = 1.0
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         self.llm = LLM(
             model=str(path),
-            skip_tokenizer_init=True,
             dtype=dtype,
             seed=0,
             enable_prefix_caching=True,

@@ -40,9 +40,17 @@ def _child(root: Path, params_json: str, out: Path) -> None:
     engine = grow.make_engine("vllm", model_dir(0, root), params.runtime.batch_size, params.runtime)
     problems = read_rows(problems_dir(root) / "train.parquet", Problem)
     greedy = engine.generate([Request(p["prompt"], 0) for p in problems], SamplingParams(0.0, 24))
+    # The same (prompt, seed) requests, reversed and half of them: each sample depends on its prompt and
+    # seed only, not on the batch it is scheduled in.
+    requests = [Request(p["prompt"], 1000 + i * 10 + j) for i, p in enumerate(problems) for j in range(3)]
+    sampling = SamplingParams(1.0, 24)
+    full = engine.generate(requests, sampling)
+    part = engine.generate(requests[::-2], sampling)
     out.write_text(json.dumps({"engine": engine.name, "prompts": [p["prompt"] for p in problems],
                                "greedy": [[c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens]
-                                          for c in greedy]}))
+                                          for c in greedy],
+                               "batch_invariant": [c.text for c in full[::-2]] == [c.text for c in part],
+                               "seeds_differ": len({c.text for c in full}) > len(problems)}))
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +99,13 @@ def test_vllm_same_seeds_same_samples_across_processes(vllm_runs):
     (a, ga), (b, gb) = runs
     assert (a / "data/iter1/samples.parquet").read_bytes() == (b / "data/iter1/samples.parquet").read_bytes()
     assert ga == gb
+
+
+def test_vllm_sample_depends_on_prompt_and_seed_not_on_batch(vllm_runs):
+    _, runs = vllm_runs
+    greedy = runs[0][1]
+    assert greedy["batch_invariant"]
+    assert greedy["seeds_differ"]
 
 
 def test_vllm_greedy_equals_transformers_greedy(vllm_runs, trained_root):
