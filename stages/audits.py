@@ -8,9 +8,10 @@ Audits (`--show-sql` prints the query so it can be read and adapted with `restem
   problems never solved or solved exactly once; `--list` shows those problems.
 - diversity: distinct completions and distinct reasoning paths (`reasoning_path`) per problem.
 - filter: kept and dropped samples by reason per iteration.
-- reward-model: a reward model's scores against the verifier's verdicts on the same samples. A reward
-  model writes extra `scores` rows whose `verifier` starts with `rm:` (reward = its score, correct =
-  NULL); until such rows exist the audit says so and shows nothing.
+- reward-model: a reward model's scores against the verifier's verdicts on the same samples: score
+  rows made with `score.reward: model` (column `reward_model` set, the verdict beside it), or extra
+  rows whose `verifier` starts with `rm:` (reward = its score, correct = NULL) written by other tools;
+  until such rows exist the audit says so and shows nothing.
 
 `write_plot_data(root)` writes the CSV files behind the DVC plots under `metrics/plots/`.
 """
@@ -174,6 +175,9 @@ _RM_PAIRS = """
 WITH rm AS (
     SELECT sample_id, purpose, iteration, verifier AS reward_model, reward AS rm_score
     FROM scores WHERE is_reward_model(verifier)
+    UNION ALL  -- score rows whose reward came from `score.reward: model` (the verdict is in the same row)
+    SELECT sample_id, purpose, iteration, 'rm:' || reward_model, reward
+    FROM scores WHERE reward_model IS NOT NULL
 ), verdicts AS (
     SELECT sample_id, purpose, problem_id, verifier, correct
     FROM scores WHERE NOT is_reward_model(verifier) AND correct IS NOT NULL
@@ -221,7 +225,8 @@ ORDER BY rm_score DESC, sample_id
 LIMIT 100
 """
 
-_NO_REWARD_MODEL = ("no reward-model scores in this workspace: no `scores` row has a verifier starting with 'rm:'. "
+_NO_REWARD_MODEL = ("no reward-model scores in this workspace: no `scores` row has a reward_model or a verifier "
+                    "starting with 'rm:' (run with `score.reward: model`, see presets/rest.yaml). "
                     "A reward model's scores go in as extra score rows (verifier 'rm:<name>', reward = its score, "
                     "correct = NULL) beside the verifier's rows for the same samples; this audit then compares them.")
 
@@ -245,7 +250,8 @@ AUDITS: dict[str, Audit] = {a.name: a for a in [
     Audit("diversity", "distinct completions and reasoning paths per problem", DIVERSITY),
     Audit("filter", "kept and dropped samples by reason", FILTER),
     Audit("reward-model", "reward model against verifier", REWARD_MODEL, REWARD_MODEL_LIST,
-          requires="SELECT count(*) FROM scores WHERE is_reward_model(verifier)", missing=_NO_REWARD_MODEL),
+          requires="SELECT count(*) FROM scores WHERE is_reward_model(verifier) OR reward_model IS NOT NULL",
+          missing=_NO_REWARD_MODEL),
 ]}
 
 

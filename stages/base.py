@@ -3,6 +3,8 @@
 Default: builds the character tokenizer and a small Llama from `base.model` and trains it by SFT on
 the demonstrations (`data/problems/demos.parquet`). With `base.checkpoint` set, no training happens:
 `models/iter0/restem.json` points at the user's local Hugging Face checkpoint and records its hash.
+Like every Improve, it also writes the rows it trained on, `data/iter0/train.parquet` (the
+demonstrations; empty for a user's checkpoint).
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from pathlib import Path
 
 from schemas.errors import RestemError
 from schemas.hashing import content_hash, folder_hash
-from schemas.io import atomic_dir, read_rows, write_json
+from schemas.io import atomic_dir, read_rows, write_json, write_rows
 from schemas.params import Params, load_params
-from schemas.tables import ModelMeta, Problem
-from stages.common import log, model_dir, problems_dir, parse_args, stage_main
+from schemas.tables import Kept, ModelMeta, Problem
+from stages.common import iter_dir, log, model_dir, problems_dir, parse_args, stage_main
 from stages.engines import set_threads
 from stages.modeling import META_FILE, build_char_tokenizer, build_model, save_policy
 
@@ -33,9 +35,13 @@ def link_checkpoint(checkpoint: str, out: Path) -> ModelMeta:
 
 
 def run(params: Params, root: Path = Path(".")) -> ModelMeta:
+    from stages.improve import SORT, demonstration_rows
+
     out = model_dir(0, root)
+    trained_on = iter_dir(0, root) / "train.parquet"
     if params.base.checkpoint:
         meta = link_checkpoint(params.base.checkpoint, out)
+        write_rows(trained_on, Kept, [], sort_by=SORT)
         log(f"base: using checkpoint {meta.checkpoint} ({meta.model_hash})")
         return meta
     set_threads(params.runtime.threads)
@@ -55,6 +61,7 @@ def run(params: Params, root: Path = Path(".")) -> ModelMeta:
     log(f"base: training a {n_params / 1e6:.2f}M-parameter Llama on {len(pairs)} demonstrations")
     train_log = train_sft(model, tokenizer, pairs, params.base.train, params.base.model.max_positions)
     log(f"base: loss {train_log[0]['loss']:.3f} -> {train_log[-1]['loss']:.3f}")
+    write_rows(trained_on, Kept, demonstration_rows(root), sort_by=SORT)
     meta = save_policy(model, tokenizer, out, {
         "iteration": 0,
         "training_data": content_hash(sorted(d["problem_id"] for d in demos)),

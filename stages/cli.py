@@ -23,14 +23,53 @@ def _fail(exc: RestemError) -> None:
     raise typer.Exit(2)
 
 
-def _run_stage(name: str, params: Path, *args) -> None:
-    """Run `stages.<name>.run(params, *args)`; a user error prints its message and exits 2."""
+def _run_stage(name: str, params: Path, *args, **kwargs) -> None:
+    """Run `stages.<name>.run(params, *args, **kwargs)`; a user error prints its message and exits 2."""
     import importlib
 
     try:
-        importlib.import_module(f"stages.{name}").run(_params(params), *args)
+        importlib.import_module(f"stages.{name}").run(_params(params), *args, **kwargs)
     except RestemError as exc:
         _fail(exc)
+
+
+SHARD = typer.Option(None, "--shard", metavar="I/N", help="compute only shard I of N (I from 0); merge later")
+MERGE = typer.Option(False, "--merge", help="compute nothing: merge the finished shards")
+SHARDS = typer.Option(None, "--shards", metavar="N", help="run N shards (processes, or Ray tasks with --ray), then merge")
+RAY = typer.Option(False, "--ray", help="with --shards: run the shards as Ray tasks")
+ADDRESS = typer.Option(None, "--address", help="with --ray: Ray cluster address (e.g. auto); default: RAY_ADDRESS or local")
+CPUS = typer.Option(1.0, "--cpus-per-shard", help="with --ray: CPUs each shard reserves")
+GPUS = typer.Option(0.0, "--gpus-per-shard", help="with --ray: GPUs each shard reserves (Ray pins them)")
+
+
+def _sharded(stage: str, stage_args: list[str], params: Path, shard: str | None, merge: bool, shards: int | None,
+             ray: bool, address: str | None, cpus: float, gpus: float) -> dict:
+    """Check the sharding options and run the shards if `--shards` asks; returns run()'s keyword arguments."""
+    import argparse
+
+    from stages.shard import check_arguments, parse_shard, run_shards
+
+    try:
+        one = parse_shard(shard) if shard is not None else None
+    except argparse.ArgumentTypeError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    try:
+        check_arguments(argparse.Namespace(shard=one, merge=merge, shards=shards, ray=ray, address=address))
+        if shards:
+            run_shards(stage, stage_args, params, shards, ray, address, cpus, gpus)
+    except RestemError as exc:
+        _fail(exc)
+    return {"shard": one, "merge": merge or bool(shards)}
+
+
+def _ref(text: str):
+    """An iteration number or a step key ('1b') from the command line."""
+    from stages.common import model_ref
+
+    try:
+        return model_ref(text)
+    except Exception as exc:  # argparse's error type; show it as a usage error
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _params(path: Path):
@@ -56,9 +95,14 @@ def base(params: Path = PARAMS) -> None:
 
 @app.command()
 def grow(iteration: int = typer.Option(..., help="iteration number"),
-         prev: int = typer.Option(..., help="iteration whose model samples"), params: Path = PARAMS) -> None:
-    """Sample K completions per training problem (data/iter<i>/samples.parquet)."""
-    _run_stage("grow", params, iteration, prev)
+         prev: str = typer.Option(..., help="model that samples: iteration number or step key ('1b')"),
+         params: Path = PARAMS, shard: str = SHARD, merge: bool = MERGE, shards: int = SHARDS, ray: bool = RAY,
+         address: str = ADDRESS, cpus_per_shard: float = CPUS, gpus_per_shard: float = GPUS) -> None:
+    """Sample K completions per training problem (data/iter<i>/samples.parquet); sharding: stages/shard.py."""
+    ref = _ref(prev)
+    how = _sharded("grow", ["--iteration", str(iteration), "--prev", str(ref)], params, shard, merge, shards, ray,
+                   address, cpus_per_shard, gpus_per_shard)
+    _run_stage("grow", params, iteration, ref, **how)
 
 
 @app.command()
@@ -68,22 +112,38 @@ def score(iteration: int = typer.Option(...), params: Path = PARAMS) -> None:
 
 
 @app.command(name="filter")
-def filter_(iteration: int = typer.Option(...), params: Path = PARAMS) -> None:
+def filter_(iteration: str = typer.Option(..., help="iteration number or step key ('1b')"),
+            params: Path = PARAMS) -> None:
     """Keep the good samples (data/iter<i>/kept.parquet, rejected.parquet)."""
-    _run_stage("filter", params, iteration)
+    _run_stage("filter", params, _ref(iteration))
 
 
 @app.command()
-def improve(iteration: int = typer.Option(...), init: int = typer.Option(..., help="iteration to start from"),
+def improve(iteration: str = typer.Option(..., help="iteration number or step key ('1b')"),
+            init: str = typer.Option(..., help="model to start from: iteration number or step key"),
             params: Path = PARAMS) -> None:
     """Fine-tune on the kept samples (models/iter<i>)."""
-    _run_stage("improve", params, iteration, init)
+    _run_stage("improve", params, _ref(iteration), _ref(init))
+
+
+@app.command(name="reward-model")
+def reward_model(params: Path = PARAMS) -> None:
+    """Train (or link) the reward model used when score.reward is `model` (models/reward)."""
+    _run_stage("reward_model", params)
 
 
 @app.command()
-def evaluate(params: Path = PARAMS) -> None:
-    """Evaluate every model of the loop (metrics/)."""
-    _run_stage("evaluate", params)
+def evaluate(params: Path = PARAMS, shard: str = SHARD, merge: bool = MERGE, shards: int = SHARDS, ray: bool = RAY,
+             address: str = ADDRESS, cpus_per_shard: float = CPUS, gpus_per_shard: float = GPUS) -> None:
+    """Evaluate every model of the loop (metrics/); sharding by model: stages/shard.py."""
+    how = _sharded("evaluate", [], params, shard, merge, shards, ray, address, cpus_per_shard, gpus_per_shard)
+    _run_stage("evaluate", params, **how)
+
+
+def _last_model(path: Path) -> int | str:
+    """The newest model of the loop (the last step of the last iteration, if it has steps)."""
+    last = _params(path).loop.models()[-1]
+    return int(last) if last.isdigit() else last
 
 
 def append_iteration(path: Path, warm: bool) -> int:
@@ -101,7 +161,8 @@ def append_iteration(path: Path, warm: bool) -> int:
     except (KeyError, TypeError):
         raise RestemError(f"{path}: no loop.iterations mapping to append to") from None
     last = max((int(k) for k in iterations), default=0)
-    entry = CommentedMap(prev=last, init=last if warm else 0)
+    prev = _last_model(path)
+    entry = CommentedMap(prev=prev, init=prev if warm else 0)
     entry.fa.set_flow_style()
     from ruamel.yaml.scalarstring import SingleQuotedScalarString
 
@@ -117,6 +178,36 @@ def append_iteration(path: Path, warm: bool) -> int:
     return last + 1
 
 
+PRESETS = Path(__file__).resolve().parent.parent / "presets"
+
+
+@app.command()
+def preset(
+    name: str = typer.Argument("", help="preset name (see --list)"),
+    output: Path = typer.Option(Path("params.yaml"), "--output", "-o", help="params file to write"),
+    list_: bool = typer.Option(False, "--list", help="list the presets and what each follows"),
+) -> None:
+    """Write a named params preset (rest-em, rest, rft, raft, ...) to params.yaml; then `dvc repro` or
+    `dvc exp run` runs it (`git checkout params.yaml` goes back)."""
+    files = sorted(PRESETS.glob("*.yaml"))
+    if list_ or not name:
+        for f in files:
+            first = f.read_text().splitlines()[0]
+            typer.echo(f"{f.stem:14s} {first.split('. ', 1)[-1]}")
+        return
+    source = PRESETS / f"{name}.yaml"
+    if not source.is_file():
+        _fail(RestemError(f"unknown preset {name!r}; choose one of {[f.stem for f in files]}"))
+    try:
+        _params(source)  # a preset that does not validate is never written
+    except RestemError as exc:
+        _fail(exc)
+    from schemas.io import write_text
+
+    write_text(output, source.read_text())
+    typer.echo(f"wrote preset {name} to {output}; run `dvc repro` (or `dvc exp run -n {name}`)")
+
+
 @app.command(name="next")
 def next_(
     warm: bool = typer.Option(False, "--warm", help="start Improve from the previous model, not the base"),
@@ -130,8 +221,9 @@ def next_(
             # An experiment must not edit the workspace's params: pass the new entry with -S.
             loop = _params(params).loop.iterations
             last = max((int(k) for k in loop), default=0)
-            init = last if warm else 0
-            cmd = ["dvc", "exp", "run", "-S", f"+loop.iterations.{last + 1}={{prev: {last}, init: {init}}}"]
+            prev = _last_model(params)
+            init = prev if warm else 0
+            cmd = ["dvc", "exp", "run", "-S", f"+loop.iterations.{last + 1}={{prev: {prev}, init: {init}}}"]
             typer.echo(f"iteration {last + 1}: {' '.join(cmd)}")
         else:
             number = append_iteration(params, warm)
@@ -152,7 +244,9 @@ def metrics(params: Path = PARAMS) -> None:
     from rich.table import Table
 
     folder = Path("metrics/iterations")
-    files = sorted(folder.glob("iter*.json"), key=lambda p: int(p.stem[4:])) if folder.exists() else []
+    from schemas.params import ref_order
+
+    files = sorted(folder.glob("iter*.json"), key=lambda p: ref_order(p.stem[4:])) if folder.exists() else []
     if not files:
         _fail(RestemError("metrics/iterations: no metrics yet; run `dvc repro`"))
     table = Table("iteration", "test set", "pass@1", "pass@k", "maj@k", "wrong steps")

@@ -22,12 +22,25 @@ def problems_dir(root: Path = Path(".")) -> Path:
     return root / DATA / "problems"
 
 
-def iter_dir(iteration: int, root: Path = Path(".")) -> Path:
+def iter_dir(iteration: int | str, root: Path = Path(".")) -> Path:
+    """`data/iter<i>`: an iteration's tables, or a step's ('1b') kept set."""
     return root / DATA / f"iter{iteration}"
 
 
-def model_dir(iteration: int, root: Path = Path(".")) -> Path:
+def model_dir(iteration: int | str, root: Path = Path(".")) -> Path:
+    """`models/iter<i>`: 0 is the base, '1b' the model of step 1b."""
     return root / MODELS / f"iter{iteration}"
+
+
+def model_ref(text: str) -> int | str:
+    """A model of the loop on the command line: an iteration number or a step key such as '1b'."""
+    from schemas.params import STEP_KEY
+
+    if text.isdigit():
+        return int(text)
+    if STEP_KEY.match(text):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is neither an iteration number nor a step key like '1b'")
 
 
 def log(message: str) -> None:
@@ -49,11 +62,17 @@ def stage_main(fn: Callable[..., object]) -> Callable[..., None]:
     return wrapper
 
 
-def parse_args(name: str, doc: str | None, argv: list[str] | None, *numbers: str) -> argparse.Namespace:
+def parse_args(name: str, doc: str | None, argv: list[str] | None, *numbers: str,
+               sharding: bool = False) -> argparse.Namespace:
     """The arguments of `python -m stages.<name>`: `--params` and the integer options in `numbers`
-    (e.g. `iteration`, `prev`, `init`), all required."""
+    (e.g. `iteration`, `prev`, `init`: iteration numbers or step keys), all required; with `sharding`
+    also `--shard I/N`, `--merge` and the shard driver's options (stages/shard.py)."""
     parser = argparse.ArgumentParser(prog=f"python -m stages.{name}", description=doc)
     for option in numbers:
-        parser.add_argument(f"--{option}", type=int, required=True)
+        parser.add_argument(f"--{option}", type=model_ref, required=True)
     parser.add_argument("--params", default="params.yaml", help="params file")
+    if sharding:
+        from stages.shard import add_arguments
+
+        add_arguments(parser)
     return parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Stage `evaluate`: every model of the loop on the held-out problems.
 
-For iteration 0 and each iteration in `loop.iterations`: greedy pass@1, the unbiased pass@k
+For iteration 0, each iteration in `loop.iterations` and each ReST step in `loop.steps`: greedy pass@1, the unbiased pass@k
 estimator (Chen et al. 2021) and maj@k over k sampled completions, per test set and per difficulty,
 and the rate of right answers reached through wrong steps. Writes
 - `metrics/iterations/iter<i>.json`: one JSON per iteration;
@@ -24,13 +24,15 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
+from schemas.errors import RestemError
 from schemas.hashing import content_hash, file_hash
 from schemas.io import read_rows, write_json, write_rows, write_text
-from schemas.params import Params, load_params
+from schemas.params import Params, load_params, ref_order
 from schemas.tables import Problem, Sample, Score
 from stages import engines, grow, modeling, score
 from stages.common import DATA, METRICS, log, model_dir, problems_dir, parse_args, stage_main
 from stages.engines import SamplingParams, set_threads
+from stages.shard import Shard, check_arguments, owned, run_shards
 from stages.modeling import model_hash, read_meta
 
 FORMAT = 1  # bump when the metrics layout changes
@@ -78,16 +80,18 @@ def summarise(problems: Sequence[dict], greedy: dict[str, dict], sampled: dict[s
     }
 
 
-def evaluate_model(params: Params, iteration: int, problems: list[dict], root: Path) -> tuple[dict, list, list]:
-    """Sample and score one model on the test problems; returns (metrics, samples, scores)."""
+def evaluate_model(params: Params, ref: str, problems: list[dict], root: Path) -> tuple[dict, list, list]:
+    """Sample and score one model ('0', '2' or a step '1b') on the test problems; returns (metrics, samples,
+    scores). A step's rows carry its iteration number; its policy hash tells it apart."""
     e = params.evaluate
-    folder = model_dir(iteration, root)
+    folder = model_dir(ref, root)
     policy = model_hash(folder)
-    engine = grow.make_engine(params.grow.engine, folder, params.runtime.batch_size)
+    iteration = ref_order(ref)[0]
+    engine = grow.make_engine(params.grow.engine, folder, params.runtime.batch_size, params.runtime)
     greedy = grow.sample(engine, problems, 1, SamplingParams(0.0, e.max_new_tokens), e.seed, iteration, "eval",
-                         policy, label=f"evaluate@{iteration} greedy")
+                         policy, label=f"evaluate@{ref} greedy")
     sampled = grow.sample(engine, problems, e.samples, SamplingParams(e.temperature, e.max_new_tokens, e.top_p),
-                          e.seed, iteration, "eval", policy, label=f"evaluate@{iteration} k={e.samples}")
+                          e.seed, iteration, "eval", policy, label=f"evaluate@{ref} k={e.samples}")
     samples = [s.model_dump() for s in greedy + sampled]
     scores = [s.model_dump() for s in score.score_samples(params.score.verifier, samples, {
         p["problem_id"]: score.problem_view(p) for p in problems}, params.runtime.workers, params.score.timeout_s)]
@@ -109,15 +113,18 @@ def evaluate_model(params: Params, iteration: int, problems: list[dict], root: P
         tests[subset] = metrics
     meta = read_meta(folder)
     trained_on = (meta.params.get("rows") if meta else None)
-    return {"iteration": iteration, "model": policy, "test": tests, "trained_on_samples": trained_on}, samples, scores
+    label = int(ref) if ref.isdigit() else ref
+    return {"iteration": label, "model": policy, "test": tests, "trained_on_samples": trained_on}, samples, scores
 
 
-def eval_key(params: Params, iteration: int, root: Path) -> str:
+def eval_key(params: Params, iteration: str, root: Path) -> str:
     """What an iteration's metrics depend on: if unchanged, the stored result is reused."""
     # The code that makes the metrics: sampling, scoring, every verifier, and this module.
     import verifiers
 
     code = [Path(m.__file__) for m in (engines, grow, score, modeling)] + [Path(__file__)]
+    if params.grow.engine == "vllm":  # only then, so keys of transformers runs stay as they were
+        code.append(Path(engines.__file__).with_name("vllm_engine.py"))
     code += sorted(Path(verifiers.__file__).parent.glob("*.py"))
     return content_hash(
         FORMAT, model_hash(model_dir(iteration, root)), file_hash(problems_dir(root) / "test.parquet"),
@@ -147,28 +154,56 @@ def _accuracy_csv(all_metrics: list[dict], k: int) -> str:
     return buf.getvalue()
 
 
-def _drop_stale(per_iter_dir: Path, eval_dir: Path, iterations: list[int]) -> None:
-    """Remove results of iterations no longer in the loop (outputs persist between runs)."""
+def _by_test_csv(all_metrics: list[dict], problems: Sequence[dict]) -> str:
+    """Long rows (iteration, test set, difficulty, greedy pass@1): the accuracy-per-difficulty picture,
+    one line per model (template `plots/templates/lines_by_iteration.json`)."""
+    levels: dict[str, set] = defaultdict(set)
+    for p in problems:
+        levels[p["subset"]].add(p["difficulty"])
+    rows = []
+    for m in all_metrics:
+        for subset, values in m["test"].items():
+            level = next(iter(levels[subset])) if len(levels[subset]) == 1 else None
+            rows.append({"iteration": f"iter{m['iteration']}", "test": subset,
+                         "difficulty": "" if level is None else level, "pass@1": values["pass@1"]})
+    rows.sort(key=lambda r: (ref_order(r["iteration"][4:]), r["difficulty"] if r["difficulty"] != "" else -1,
+                             r["test"]))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["iteration", "test", "difficulty", "pass@1"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _drop_stale(per_iter_dir: Path, eval_dir: Path, models: list[str]) -> None:
+    """Remove results of models no longer in the loop (outputs persist between runs)."""
     import shutil
 
     for stale in per_iter_dir.glob("iter*.json") if per_iter_dir.exists() else []:
-        if stale.stem[4:].isdigit() and int(stale.stem[4:]) not in iterations:
+        if stale.stem[4:] not in models:
             stale.unlink()
     for stale in eval_dir.glob("iter*") if eval_dir.exists() else []:
-        if stale.name[4:].isdigit() and int(stale.name[4:]) not in iterations:
+        if stale.name[4:] not in models:
             shutil.rmtree(stale)
 
 
-def run(params: Params, root: Path = Path(".")) -> dict:
-    """Evaluate iteration 0 and every loop iteration; returns the summary."""
+def run(params: Params, root: Path = Path("."), shard: Shard | None = None, merge: bool = False) -> dict:
+    """Evaluate the base, every loop iteration and every step, in run order; returns the summary.
+
+    With `shard` (i/n), only that contiguous share of the models is evaluated into its memo (no
+    summary; returns {}); with `merge`, nothing is evaluated: every model's memo must be up to date,
+    and the summary, CSV and plots are written from them. See stages/shard.py.
+    """
     set_threads(params.runtime.threads)
     problems = read_rows(problems_dir(root) / "test.parquet", Problem)
-    iterations = [0] + sorted(int(k) for k in params.loop.iterations)
+    models = params.loop.models()
     k = params.evaluate.samples
     per_iter_dir, eval_dir = root / METRICS / "iterations", root / DATA / "eval"
-    _drop_stale(per_iter_dir, eval_dir, iterations)
+    if shard is None:  # shards leave other models' results alone
+        _drop_stale(per_iter_dir, eval_dir, models)
+    mine = [models[n] for n in owned(len(models), shard)]
     all_metrics = []
-    for i in iterations:
+    for i in mine:
         key = eval_key(params, i, root)
         path = per_iter_dir / f"iter{i}.json"
         if path.exists() and (eval_dir / f"iter{i}" / "scores.parquet").exists():
@@ -177,6 +212,9 @@ def run(params: Params, root: Path = Path(".")) -> dict:
                 log(f"evaluate@{i}: unchanged, reusing {path}")
                 all_metrics.append(stored)
                 continue
+        if merge:
+            raise RestemError(f"{path}: model iter{i} has no up-to-date evaluation; run the --shard i/n that holds it "
+                              "(same params), or run without --merge to evaluate it here")
         metrics, samples, scores = evaluate_model(params, i, problems, root)
         metrics["eval_key"] = key
         write_rows(eval_dir / f"iter{i}" / "samples.parquet", Sample, samples, sort_by=grow.SORT)
@@ -185,13 +223,17 @@ def run(params: Params, root: Path = Path(".")) -> dict:
         heads = ", ".join(f"{s} pass@1 {m['pass@1']:.3f}" for s, m in metrics["test"].items())
         log(f"evaluate@{i}: {heads}")
         all_metrics.append(metrics)
+    if shard is not None:
+        log(f"evaluate: shard {shard} done ({', '.join(f'iter{i}' for i in mine) or 'no models'}); merge with --merge")
+        return {}
     latest, base = all_metrics[-1], all_metrics[0]
     head_latest, head_base = _headline(latest, k), _headline(base, k)
     gain = {s: {key: (None if v is None or head_base[s][key] is None else round(v - head_base[s][key], 6))
                 for key, v in vals.items()} for s, vals in head_latest.items()}
-    summary = {"iterations": len(iterations) - 1, "latest": head_latest, "base": head_base, "gain": gain}
+    summary = {"iterations": len(params.loop.iterations), "steps": len(params.loop.steps), "latest": head_latest, "base": head_base, "gain": gain}
     write_json(root / METRICS / "summary.json", summary)
     write_text(root / METRICS / "accuracy.csv", _accuracy_csv(all_metrics, k))
+    write_text(root / METRICS / "plots" / "accuracy_by_test.csv", _by_test_csv(all_metrics, problems))
     from stages.audits import write_plot_data
 
     write_plot_data(root)  # kept per iteration, solve rates, audit rates: for `dvc plots show`
@@ -200,8 +242,13 @@ def run(params: Params, root: Path = Path(".")) -> dict:
 
 @stage_main
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args("evaluate", __doc__, argv)
-    run(load_params(args.params))
+    args = parse_args("evaluate", __doc__, argv, sharding=True)
+    check_arguments(args)
+    params = load_params(args.params)
+    if args.shards:
+        run_shards("evaluate", [], args.params, args.shards, args.ray, args.address, args.cpus_per_shard,
+                   args.gpus_per_shard)
+    run(params, shard=args.shard, merge=args.merge or bool(args.shards))
 
 
 if __name__ == "__main__":

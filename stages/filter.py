@@ -1,94 +1,273 @@
-"""Stage `filter`: the training set of an iteration, `data/iter<i>/kept.parquet`, and every dropped
-sample with its reason, `data/iter<i>/rejected.parquet`.
+"""Stage `filter`: the training set of an iteration (or of a ReST step), `data/iter<i>/kept.parquet`,
+every dropped sample with its reason, `data/iter<i>/rejected.parquet`, and what the filter did,
+`metrics/filter/iter<i>.json`.
 
-ReST-EM's rule: keep samples with reward 1, at most `max_per_problem` per problem (lowest sample
-index first), optionally without exact duplicate completions and without right answers reached
-through wrong steps. Each decision is `(keep, reason)`; counts per reason are logged.
+Modes (params: filter.mode); each decision is `(keep, reason)` and counts per reason are logged:
+- `correct` (ReST-EM): reward 1 and a correct verdict.
+- `threshold` (ReST): reward >= tau, tau absolute or a quantile of the iteration's rewards; a step
+  ('1b') filters its iteration's samples again with its own, higher tau.
+- `top_fraction` (RAFT): the best `fraction` of samples by reward, per prompt or over all prompts.
+- `best_of_n`: the `max_per_problem` highest-reward samples of each problem (reward > 0).
+- `majority` (label-free self-consistency): samples whose extracted answer is the majority answer of
+  their problem; the verifier's verdict is not used to decide, only to report precision.
+Then, in every mode: `require_valid_steps`, dedup (exact completions, or equal sequences of
+equations as in RFT), and the per-problem cap. Precision against the verifier (kept samples it calls
+correct) is reported whenever labels exist, so label-free filters and reward models stay honest.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from schemas.errors import RestemError
-from schemas.io import atomic_dir, read_rows, write_rows
+from schemas.io import atomic_dir, read_rows, write_json, write_rows
 from schemas.params import FilterParams, Params, load_params
 from schemas.tables import Kept, Rejected, Sample, Score
-from stages.common import iter_dir, log, parse_args, stage_main
+from stages.common import METRICS, iter_dir, log, parse_args, stage_main
 
 SORT = ["problem_id", "sample_id"]
+Consistency = Callable[[str, dict], bool]
+
+# An equation: `<<48/2=24>>` (GSM8K calculator annotations) or a `,;`/newline-separated segment with `=`.
+_ANNOTATION = re.compile(r"<<([^<>]*=[^<>]*)>>")
+_SEGMENT = re.compile(r"[^,;\n]*=[^,;\n]*")
 
 
-def rule_name(f: FilterParams) -> str:
-    return f"{f.mode};cap={f.max_per_problem};dedup={str(f.dedup).lower()};valid_steps={str(f.require_valid_steps).lower()}"
+def equations(completion: str) -> tuple[str, ...]:
+    """The sequence of equations in a completion, whitespace removed (RFT's notion of a reasoning path)."""
+    found = _ANNOTATION.findall(completion) or _SEGMENT.findall(completion)
+    return tuple(re.sub(r"\s+", "", e) for e in found if e.strip())
 
 
-def judge(score: dict, completion: str, seen: set[str], n_kept: int, f: FilterParams) -> tuple[bool, Optional[str]]:
-    """(keep, reason dropped) for one sample, given what was already kept for its problem."""
-    if score["verdict"] in ("error", "unverifiable"):
-        return False, score["verdict"]
-    if score["reward"] < 1.0 or not score["correct"]:
-        return False, "incorrect"
-    if f.require_valid_steps and score["steps_valid"] is False:
-        return False, "invalid_steps"
-    if f.dedup and completion in seen:
-        return False, "duplicate"
-    if n_kept >= f.max_per_problem:
-        return False, "over_cap"
-    return True, None
+def dedup_key(completion: str, how: str) -> str | tuple:
+    if how == "equations":
+        path = equations(completion)
+        return path if path else completion  # nothing to compare: fall back to the text
+    return completion
 
 
-def select(samples: Sequence[dict], scores: Sequence[dict], f: FilterParams) -> tuple[list[Kept], list[Rejected]]:
-    """Apply the filter to joined samples and scores."""
+def rule_name(f: FilterParams, tau: Optional[float] = None) -> str:
+    parts = [f.mode]
+    if f.mode == "threshold":
+        parts.append(f"tau={tau:g}" + (f"(q{f.threshold:g})" if f.threshold_kind == "quantile" else ""))
+    elif f.mode == "top_fraction":
+        parts.append(f"fraction={f.fraction:g};scope={f.scope}")
+    elif f.mode == "majority":
+        parts.append(f"min_votes={f.min_votes};strict={str(f.strict_majority).lower()};"
+                     f"consistent={str(f.require_consistent).lower()}")
+    parts.append(f"cap={f.max_per_problem};dedup={f.dedup};valid_steps={str(f.require_valid_steps).lower()}")
+    return ";".join(parts)
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The q-quantile ('lower' method: an observed value) of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[math.floor(q * (len(ordered) - 1))]
+
+
+def resolve_threshold(f: FilterParams, tau: float, scores: Sequence[dict]) -> float:
+    """tau as a reward: itself, or the given quantile of the rewards that count."""
+    if f.threshold_kind == "absolute":
+        return tau
+    rewards = [s["reward"] for s in scores if _usable(s)]
+    if not rewards:
+        raise RestemError("filter: no usable rewards to take a quantile of (every sample errored)")
+    return quantile(rewards, tau)
+
+
+def _usable(score: dict) -> bool:
+    # A verifier's error or unverifiable verdict has no reward; a reward model's score stands on its own.
+    return score["reward_model"] is not None or score["verdict"] not in ("error", "unverifiable")
+
+
+def _majority(rows: list[tuple[dict, dict]], f: FilterParams, consistent: Optional[Consistency],
+              problem: dict) -> tuple[Optional[str], dict[str, str]]:
+    """(winning answer or None, reason per dropped sample_id) for one problem's (sample, score) rows."""
+    reasons: dict[str, str] = {}
+    votes: Counter = Counter()
+    first: dict[str, int] = {}
+    for s, sc in rows:
+        if f.require_consistent and consistent is not None and not consistent(s["completion"], problem):
+            reasons[s["sample_id"]] = "inconsistent"
+        elif sc["extracted"] is None:
+            reasons[s["sample_id"]] = "no_majority"
+        else:
+            votes[sc["extracted"]] += 1
+            first.setdefault(sc["extracted"], s["sample_index"])
+    if not votes:
+        return None, reasons
+    top = max(votes.values())
+    winner = min((a for a, v in votes.items() if v == top), key=lambda a: first[a])
+    tied = sum(1 for v in votes.values() if v == top) > 1
+    if top < f.min_votes or (f.strict_majority and 2 * top <= len(rows)) or (not f.strict_majority and tied):
+        winner = None
+    for s, sc in rows:
+        if s["sample_id"] not in reasons:
+            reasons[s["sample_id"]] = "no_majority" if winner is None else (
+                "minority" if sc["extracted"] != winner else "")
+    return winner, {k: v for k, v in reasons.items() if v}
+
+
+def select(samples: Sequence[dict], scores: Sequence[dict], f: FilterParams, tau: Optional[float] = None,
+           consistent: Optional[Consistency] = None, problems: Optional[dict[str, dict]] = None,
+           ) -> tuple[list[Kept], list[Rejected]]:
+    """Apply the filter to joined samples and scores. `tau` is the resolved threshold (threshold mode),
+    `consistent` the task's label-free check (majority mode) and `problems` the problems by id it needs."""
     by_id = {s["sample_id"]: s for s in scores}
     missing = [s["sample_id"] for s in samples if s["sample_id"] not in by_id]
     if missing:
         raise RestemError(f"{len(missing)} samples have no score (first: {missing[0]}); rerun `score`")
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for s in samples:
-        groups[s["problem_id"]].append(s)
-    rule = rule_name(f)
-    kept, rejected = [], []
-    for problem_id in sorted(groups):
-        seen: set[str] = set()
-        for s in sorted(groups[problem_id], key=lambda r: (r["sample_index"], r["sample_id"])):
-            score = by_id[s["sample_id"]]
-            keep, reason = judge(score, s["completion"], seen, len(seen), f)
-            common = {"sample_id": s["sample_id"], "problem_id": problem_id, "iteration": s["iteration"],
-                      "reward": score["reward"]}
-            if keep:
-                seen.add(s["completion"] if f.dedup else s["sample_id"])
-                kept.append(Kept(**common, prompt=s["prompt"], completion=s["completion"], rule=rule))
+    if f.mode == "threshold" and tau is None:
+        raise ValueError("threshold mode needs the resolved tau")
+    groups: dict[str, list[tuple[dict, dict]]] = defaultdict(list)
+    for s in sorted(samples, key=lambda r: (r["problem_id"], r["sample_index"], r["sample_id"])):
+        groups[s["problem_id"]].append((s, by_id[s["sample_id"]]))
+
+    reason: dict[str, str] = {}  # sample_id -> why dropped
+    candidates: dict[str, list[tuple[dict, dict]]] = {}  # problem -> eligible rows in preference order
+    for problem_id, rows in groups.items():
+        usable = []
+        for s, sc in rows:
+            if not _usable(sc):
+                reason[s["sample_id"]] = sc["verdict"]
             else:
-                rejected.append(Rejected(**common, filter_reason=reason))
+                usable.append((s, sc))
+        if f.mode == "correct":
+            eligible = [(s, sc) for s, sc in usable if sc["reward"] >= 1.0 and sc["correct"]]
+            reason.update({s["sample_id"]: "incorrect" for s, sc in usable if (s, sc) not in eligible})
+        elif f.mode == "threshold":
+            eligible = [(s, sc) for s, sc in usable if sc["reward"] >= tau]
+            reason.update({s["sample_id"]: "below_threshold" for s, sc in usable if sc["reward"] < tau})
+        elif f.mode in ("top_fraction", "best_of_n"):
+            eligible = sorted(usable, key=lambda r: (-r[1]["reward"], r[0]["sample_index"], r[0]["sample_id"]))
+            if f.mode == "best_of_n":
+                reason.update({s["sample_id"]: "incorrect" for s, sc in eligible if sc["reward"] <= 0})
+                eligible = [(s, sc) for s, sc in eligible if sc["reward"] > 0]
+        else:  # majority
+            problem = (problems or {}).get(problem_id, {"problem_id": problem_id, "prompt": rows[0][0]["prompt"]})
+            winner, why = _majority(usable, f, consistent, problem)
+            reason.update(why)
+            eligible = [(s, sc) for s, sc in usable if winner is not None and sc["extracted"] == winner]
+        if f.require_valid_steps:
+            for s, sc in eligible:
+                if sc["steps_valid"] is False:
+                    reason[s["sample_id"]] = "invalid_steps"
+            eligible = [(s, sc) for s, sc in eligible if sc["steps_valid"] is not False]
+        if f.dedup != "none":
+            seen, unique = set(), []
+            for s, sc in eligible:
+                key = dedup_key(s["completion"], f.dedup)
+                if key in seen:
+                    reason[s["sample_id"]] = "duplicate"
+                else:
+                    seen.add(key)
+                    unique.append((s, sc))
+            eligible = unique
+        candidates[problem_id] = eligible
+
+    if f.mode == "top_fraction" and f.scope == "prompt":
+        for problem_id, eligible in candidates.items():
+            take = math.ceil(f.fraction * len(groups[problem_id]))
+            reason.update({s["sample_id"]: "not_top" for s, _ in eligible[take:]})
+            candidates[problem_id] = eligible[:take]
+    elif f.mode == "top_fraction":
+        ranked = sorted(((s, sc) for rows in candidates.values() for s, sc in rows),
+                        key=lambda r: (-r[1]["reward"], r[0]["problem_id"], r[0]["sample_index"]))
+        take = math.ceil(f.fraction * len(samples))
+        chosen = {s["sample_id"] for s, _ in ranked[:take]}
+        reason.update({s["sample_id"]: "not_top" for s, _ in ranked[take:]})
+        candidates = {p: [(s, sc) for s, sc in rows if s["sample_id"] in chosen] for p, rows in candidates.items()}
+
+    rule = rule_name(f, tau)
+    kept, rejected = [], []
+    for problem_id, rows in groups.items():
+        admitted = candidates[problem_id]
+        for s, _ in admitted[f.max_per_problem:]:
+            reason[s["sample_id"]] = "over_cap"
+        admitted_ids = {s["sample_id"] for s, _ in admitted[: f.max_per_problem]}
+        for s, sc in rows:
+            common = {"sample_id": s["sample_id"], "problem_id": problem_id, "iteration": s["iteration"],
+                      "reward": sc["reward"]}
+            if s["sample_id"] in admitted_ids:
+                kept.append(Kept(**common, prompt=s["prompt"], completion=s["completion"], rule=rule,
+                                 threshold=tau if f.mode == "threshold" else None))
+            else:
+                rejected.append(Rejected(**common, filter_reason=reason[s["sample_id"]]))
     return kept, rejected
 
 
-def run(params: Params, iteration: int, root: Path = Path(".")) -> Counter:
-    folder = iter_dir(iteration, root)
-    samples = read_rows(folder / "samples.parquet", Sample)
-    scores = read_rows(folder / "scores.parquet", Score)
-    kept, rejected = select(samples, scores, params.filter)
+def report(kept: Sequence[Kept], rejected: Sequence[Rejected], scores: Sequence[dict], rule: str,
+           tau: Optional[float]) -> dict:
+    """What the filter did, and how it looks against the verifier's labels (when there are any)."""
+    by_id = {s["sample_id"]: s for s in scores}
+    labelled = [by_id[k.sample_id]["correct"] for k in kept if by_id[k.sample_id]["correct"] is not None]
+    out = {
+        "rule": rule, "threshold": tau, "samples": len(kept) + len(rejected), "kept": len(kept),
+        "kept_problems": len({k.problem_id for k in kept}),
+        "dropped": dict(sorted(Counter(r.filter_reason for r in rejected).items())),
+        # Share of kept samples the verifier calls correct: the precision of a label-free filter or a reward model.
+        "kept_precision": round(sum(labelled) / len(labelled), 6) if labelled else None,
+        "kept_verifier_incorrect": sum(1 for c in labelled if not c),
+    }
+    modelled = [s for s in scores if s["reward_model"] is not None and s["correct"] is not None]
+    if modelled:  # a reward model gave the rewards: how often does it agree with the verifier?
+        out["reward_model_agreement"] = round(
+            sum((s["reward"] >= 0.5) == bool(s["correct"]) for s in modelled) / len(modelled), 6)
+    return out
+
+
+def _consistency(params: Params) -> Optional[Consistency]:
+    from verifiers import get_verifier
+
+    return getattr(get_verifier(params.score.verifier), "consistent", None)
+
+
+def run(params: Params, iteration: int | str, root: Path = Path(".")) -> Counter:
+    """Filter iteration `iteration`'s samples, or (a step key like '1b') its iteration's samples again."""
+    f = params.filter
+    step = params.loop.steps.get(str(iteration))
+    source = iter_dir(step.iteration if step else iteration, root)
+    out_dir = iter_dir(iteration, root)
+    samples = read_rows(source / "samples.parquet", Sample)
+    scores = read_rows(source / "scores.parquet", Score)
+    tau = None
+    if f.mode == "threshold":
+        tau = resolve_threshold(f, params.loop.threshold_of(str(iteration), f.threshold), scores)
+    consistent, problems = None, None
+    if f.mode == "majority" and f.require_consistent:
+        from stages.score import load_problems
+
+        consistent = _consistency(params)
+        problems = load_problems(root, "train") if consistent else None
+    kept, rejected = select(samples, scores, f, tau, consistent, problems)
     counts = Counter(r.filter_reason for r in rejected)
     counts["kept"] = len(kept)
     if not kept:
         raise RestemError(
             f"filter@{iteration}: no sample was kept out of {len(samples)} ({dict(counts)}); the policy solved "
             "nothing in the Grow pool: sample more (grow.samples_per_problem, grow.temperature), use easier "
-            "problems, or a stronger base model"
+            "problems, a lower threshold, or a stronger base model"
         )
     # Both tables appear together or not at all.
-    staging = folder / ".filter"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = out_dir / ".filter"
     with atomic_dir(staging) as tmp:
         write_rows(tmp / "kept.parquet", Kept, kept, sort_by=SORT)
         write_rows(tmp / "rejected.parquet", Rejected, rejected, sort_by=SORT)
     for name in ("kept.parquet", "rejected.parquet"):
-        (staging / name).replace(folder / name)
+        (staging / name).replace(out_dir / name)
     staging.rmdir()
-    problems = len({k.problem_id for k in kept})
-    log(f"filter@{iteration}: kept {len(kept)} samples of {problems} problems; dropped {dict(sorted(counts.items()))}")
+    summary = {"iteration": str(iteration), **report(kept, rejected, scores, rule_name(f, tau), tau)}
+    write_json(root / METRICS / "filter" / f"iter{iteration}.json", summary)
+    precision = summary["kept_precision"]
+    log(f"filter@{iteration}: kept {len(kept)} samples of {summary['kept_problems']} problems"
+        + (f" (tau {tau:g})" if tau is not None else "")
+        + (f", verifier-correct {precision:.3f}" if precision is not None else "")
+        + f"; dropped {summary['dropped']}")
     return counts
 
 

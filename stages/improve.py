@@ -1,8 +1,13 @@
-"""Stage `improve`: fine-tune on the kept samples, `models/iter<i>`.
+"""Stage `improve`: fine-tune on the kept samples, `models/iter<i>`, and the rows it trained on,
+`data/iter<i>/train.parquet`.
 
-Starts from `models/iter<init>`: the base model for ReST-EM (init 0), the previous iteration for a
-warm start. The loss is on the completion tokens only. `restem.json` records the parent model, a hash
-of the training rows and the loss curve.
+Starts from `models/iter<init>`: the base model for ReST-EM (init 0), the previous model for a warm
+start (original ReST, RAFT, the easy-to-hard curriculum). Trains on the iteration's kept samples; with
+`accumulate` also on everything its `prev` model trained on (all kept so far, demonstrations
+excepted); with `improve.replay` a share of every batch is demonstrations. A step such as '1b' trains
+on its own kept set. The loss is on the completion tokens only: behavioural cloning, or each row
+weighted by its reward (`improve.loss: reward_weighted`). `restem.json` records the parent model, a
+hash of the training rows and the loss curve.
 """
 
 from __future__ import annotations
@@ -11,32 +16,64 @@ import json
 from pathlib import Path
 
 from schemas.hashing import content_hash, derive_seed
-from schemas.io import read_rows
+from schemas.io import read_rows, write_rows
 from schemas.params import Params, load_params
-from schemas.tables import Kept
-from stages.common import iter_dir, log, model_dir, parse_args, stage_main
+from schemas.tables import Kept, Problem
+from stages.common import iter_dir, log, model_dir, parse_args, problems_dir, stage_main
 from stages.engines import set_threads
 from stages.modeling import load_policy, model_hash, save_policy
-from stages.training import train_sft
+from stages.training import is_main_process, train_sft
+
+DEMONSTRATION = "demonstration"
+SORT = ["problem_id", "sample_id"]
 
 
-def run(params: Params, iteration: int, init: int, root: Path = Path(".")) -> dict:
+def training_rows(params: Params, iteration: int | str, root: Path) -> list[dict]:
+    """This iteration's kept rows, plus (accumulate) the rows its prev model trained on."""
+    rows = {r["sample_id"]: r for r in read_rows(iter_dir(iteration, root) / "kept.parquet", Kept)}
+    entry = params.loop.iterations.get(str(iteration))
+    if entry is not None and entry.accumulate:
+        for r in read_rows(iter_dir(entry.prev, root) / "train.parquet", Kept):
+            if r["rule"] != DEMONSTRATION:  # demonstrations come back through replay, not here
+                rows.setdefault(r["sample_id"], r)
+    # The kept table's order (problem, sample), so the shuffle sees the rows as Filter wrote them.
+    return sorted(rows.values(), key=lambda r: (r["problem_id"], r["sample_id"]))
+
+
+def demonstration_rows(root: Path) -> list[Kept]:
+    """The demonstrations as training rows (what the base model trained on)."""
+    demos = read_rows(problems_dir(root) / "demos.parquet", Problem)
+    return [Kept(sample_id=content_hash("demonstration", d["problem_id"]), problem_id=d["problem_id"], iteration=0,
+                 prompt=d["prompt"], completion=d["solution"], reward=1.0, rule=DEMONSTRATION)
+            for d in demos if d["solution"] is not None]
+
+
+def run(params: Params, iteration: int | str, init: int | str, root: Path = Path(".")) -> dict:
     set_threads(params.runtime.threads)
-    kept = read_rows(iter_dir(iteration, root) / "kept.parquet", Kept)
+    p = params.improve
+    rows = training_rows(params, iteration, root)
     start = model_dir(init, root)
     model, tokenizer = load_policy(start)
-    pairs = [(k["prompt"], k["completion"]) for k in kept]
-    # A distinct, reproducible shuffle per iteration.
-    train = params.improve.model_copy(update={"seed": derive_seed(params.improve.seed, iteration) % (2**31)})
+    pairs = [(r["prompt"], r["completion"]) for r in rows]
+    weights = [r["reward"] for r in rows] if p.loss == "reward_weighted" else None
+    replay = [(d.prompt, d.completion) for d in demonstration_rows(root)] if p.replay else []
+    # A distinct, reproducible shuffle per iteration (and step).
+    train = p.model_copy(update={"seed": derive_seed(p.seed, iteration) % (2**31)})
     max_len = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
-    log(f"improve@{iteration}: {len(pairs)} kept samples, starting from models/iter{init}")
-    train_log = train_sft(model, tokenizer, pairs, train, max_len)
+    log(f"improve@{iteration}: {len(pairs)} training rows, starting from models/iter{init}"
+        + (f", {p.replay:.0%} of each batch replayed from {len(replay)} demonstrations" if replay else "")
+        + (", reward-weighted loss" if weights is not None else ""))
+    train_log = train_sft(model, tokenizer, pairs, train, max_len, weights=weights, replay=replay)
+    if not is_main_process():  # under `accelerate launch` every process trains; the main one writes
+        return {"rows": len(pairs), "model_hash": None}
     log(f"improve@{iteration}: loss {train_log[0]['loss']:.3f} -> {train_log[-1]['loss']:.3f}")
+    write_rows(iter_dir(iteration, root) / "train.parquet", Kept, rows, sort_by=SORT)
     meta = save_policy(model, tokenizer, model_dir(iteration, root), {
         "iteration": iteration,
         "parent": model_hash(start),
-        "training_data": content_hash(sorted(k["sample_id"] for k in kept)),
-        "params": {"improve": json.loads(params.improve.model_dump_json()), "init": init, "rows": len(pairs)},
+        "training_data": content_hash(sorted(r["sample_id"] for r in rows)),
+        "params": {"improve": json.loads(p.model_dump_json()), "init": init, "rows": len(pairs),
+                   "replayed_demonstrations": len(replay)},
         "train_log": train_log,
     })
     return {"rows": len(pairs), "model_hash": meta.model_hash}

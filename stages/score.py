@@ -1,7 +1,9 @@
 """Stage `score`: one verdict per sample, `data/iter<i>/scores.parquet`.
 
 The verifier named in `score.verifier` judges each completion against its problem; an exception
-is recorded as the verdict `error` and counted, never as `incorrect`.
+is recorded as the verdict `error` and counted, never as `incorrect`. With `score.reward: model` the
+reward is the learned reward model's score (`models/reward`), and the verifier's verdict stays beside
+it in the same row, so reward hacking is a query (`reward` high, `correct` false).
 """
 
 from __future__ import annotations
@@ -53,11 +55,21 @@ def load_problems(root: Path, split: str) -> dict[str, dict]:
     return {p["problem_id"]: problem_view(p) for p in read_rows(problems_dir(root) / f"{split}.parquet", Problem)}
 
 
+def with_model_rewards(scores: Sequence[Score], samples: Sequence[dict], root: Path, batch_size: int) -> list[Score]:
+    """The same rows with `reward` from the reward model in `models/reward`."""
+    from stages.reward_model import reward_dir, score_with_model
+
+    rewards, rm_hash = score_with_model(reward_dir(root), samples, batch_size)
+    return [sc.model_copy(update={"reward": r, "reward_model": rm_hash}) for sc, r in zip(scores, rewards)]
+
+
 def run(params: Params, iteration: int, root: Path = Path(".")) -> Counter:
     samples = read_rows(iter_dir(iteration, root) / "samples.parquet", Sample)
     stats: dict = {}
     scores = score_samples(params.score.verifier, samples, load_problems(root, "train"), params.runtime.workers,
                            params.score.timeout_s, stats)
+    if params.score.reward == "model":
+        scores = with_model_rewards(scores, samples, root, params.runtime.batch_size)
     out = iter_dir(iteration, root) / "scores.parquet"
     write_rows(out, Score, scores, sort_by=SORT)
     counts = Counter(s.verdict for s in scores)

@@ -39,7 +39,11 @@ TINY = {
     "improve": {"epochs": 1, "lr": 1e-3, "batch_size": 16, "warmup_ratio": 0.05, "schedule": "cosine",
                 "weight_decay": 0.0, "seed": 0},
     "evaluate": {"samples": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 24, "seed": 0},
-    "loop": {"iterations": {"1": {"prev": 0, "init": 0}}},
+    "loop": {"iterations": {"1": {"prev": 0, "init": 0}}, "steps": {}},
+    "reward_model": {"checkpoint": None, "problems": 24, "samples_per_problem": 4, "temperature": 1.0,
+                     "max_new_tokens": 24, "holdout": 0.25, "seed": 0,
+                     "train": {"epochs": 4, "lr": 1e-3, "batch_size": 16, "warmup_ratio": 0.05,
+                               "schedule": "cosine", "weight_decay": 0.0, "seed": 0}},
     "runtime": {"batch_size": 64, "threads": 1},
 }
 

@@ -97,7 +97,7 @@ def test_card_names_git_revision_and_dirty_flag(workspace, tmp_path):
     (repo / "params.yaml").write_text("seed: 0\n")
     subprocess.run(git + ["add", "params.yaml"], check=True)
     subprocess.run(git + ["commit", "-qm", "x"], check=True)
-    (repo / ".gitignore").write_text("/data\n/models\n/out*\n")
+    (repo / ".gitignore").write_text("/data\n/models\n/metrics\n/out*\n")
     subprocess.run(git + ["add", ".gitignore"], check=True)
     subprocess.run(git + ["commit", "-qm", "ignore outputs"], check=True)
     head = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()

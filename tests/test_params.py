@@ -38,8 +38,8 @@ def test_missing_section(tmp_path, tiny_raw):
 @pytest.mark.parametrize(
     "iterations, message",
     [
-        ({"1": {"prev": 1, "init": 0}}, "must be an earlier iteration"),
-        ({"1": {"prev": 0, "init": 0}, "3": {"prev": 2, "init": 0}}, "names no iteration"),
+        ({"1": {"prev": 1, "init": 0}}, "must be an earlier iteration or step"),
+        ({"1": {"prev": 0, "init": 0}, "3": {"prev": 2, "init": 0}}, "names no iteration or step"),
         ({"x": {"prev": 0, "init": 0}}, "quoted positive integer"),
     ],
 )

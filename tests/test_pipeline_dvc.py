@@ -47,7 +47,7 @@ def workspace(tmp_path_factory):
 def test_repro_runs_the_whole_loop(workspace):
     proc = _run(["dvc", "repro"], workspace)
     ran = _stages_run(proc.stdout)
-    assert ran == ["problems", "base", "grow@1", "score@1", "filter@1", "improve@1", "evaluate"], ran
+    assert ran == ["problems", "base", "reward_model", "grow@1", "score@1", "filter@1", "improve@1", "evaluate"], ran
     assert (workspace / "metrics/summary.json").exists()
     assert (workspace / "data/iter1/kept.parquet").exists()
 

