@@ -131,7 +131,8 @@ def main() -> None:
                               schedule="cosine", weight_decay=0.0, seed=args.seed)
     losses = train_sft(model, tok, pairs, base_params, max_len, log_every=100)
     emit({"phase": "base", "what": "train", "params": n_params, "steps": args.base_steps,
-          "loss": losses[-1]["loss"], "wall_s": round(time.monotonic() - t0, 1)})
+          "loss": losses[-1]["loss"], "loss_curve": [round(r["loss"], 3) for r in losses],
+          "wall_s": round(time.monotonic() - t0, 1)})
     history = {"base": evaluate("base")}
 
     kept: list[tuple[str, str]] = []
