@@ -298,6 +298,9 @@ class RuntimeParams(Section):
     threads: int = Field(default=0, ge=0, description="torch threads; 0: all cores")
     workers: int = Field(default=0, ge=0, description="grading processes or sandboxes; 0: one per core")
     grow_shard_problems: int = Field(default=256, ge=1, description="problems per resumable Grow shard")
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto", description="transformers engine and training: auto = bfloat16 on a CUDA GPU, float32 on "
+        "CPU (a GPU run's samples differ from a CPU run's anyway)")
     vllm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="float32", description="vllm engine: model precision (auto: the checkpoint's); float32 keeps "
         "its greedy output equal to the transformers engine's, bfloat16 is faster on GPUs")

@@ -59,7 +59,8 @@ def run(params: Params, root: Path = Path(".")) -> ModelMeta:
 
     n_params = sum(p.numel() for p in model.parameters())
     log(f"base: training a {n_params / 1e6:.2f}M-parameter Llama on {len(pairs)} demonstrations")
-    train_log = train_sft(model, tokenizer, pairs, params.base.train, params.base.model.max_positions)
+    train_log = train_sft(model, tokenizer, pairs, params.base.train, params.base.model.max_positions,
+                          precision=params.runtime.precision)
     log(f"base: loss {train_log[0]['loss']:.3f} -> {train_log[-1]['loss']:.3f}")
     write_rows(trained_on, Kept, demonstration_rows(root), sort_by=SORT)
     meta = save_policy(model, tokenizer, out, {

@@ -55,6 +55,17 @@ def set_threads(threads: int) -> None:
     torch.set_num_threads(threads or os.cpu_count() or 1)
 
 
+def device_and_dtype(precision: str = "auto") -> tuple[str, str]:
+    """Where the transformers engine runs and in which dtype: a CUDA GPU in bfloat16 when there is one
+    (precision `auto`), else the CPU in float32."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if precision == "auto":
+        return device, "bfloat16" if device == "cuda" else "float32"
+    return device, precision
+
+
 class _GumbelSampler:
     """Logits processor: temperature, top-k/top-p cut, then per-row Gumbel noise from per-row RNGs."""
 
@@ -79,7 +90,8 @@ class _GumbelSampler:
             drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
             scores = scores.masked_fill(drop, float("-inf"))
         vocab = scores.shape[-1]
-        uniform = torch.stack([torch.rand(vocab, generator=g) for g in self.generators])
+        # The noise comes from per-request CPU generators, so it is the same on every device.
+        uniform = torch.stack([torch.rand(vocab, generator=g) for g in self.generators]).to(scores.device)
         uniform = uniform.clamp_(1e-10, 1.0 - 1e-7)
         return scores - torch.log(-torch.log(uniform))
 
@@ -98,7 +110,7 @@ class TransformersEngine:
         from transformers import GenerationConfig, LogitsProcessorList
 
         tok = self.tokenizer
-        enc = tok([r.prompt for r in requests], return_tensors="pt", padding=True)
+        enc = tok([r.prompt for r in requests], return_tensors="pt", padding=True).to(self.model.device)
         config = GenerationConfig(
             do_sample=False,
             max_new_tokens=sampling.max_new_tokens,

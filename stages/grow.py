@@ -33,8 +33,11 @@ def make_engine(name: str, policy: Path, batch_size: int, runtime: RuntimeParams
     """The sampling engine named in params (grow.engine), over the policy folder; `runtime` holds the vllm
     engine's knobs (defaults when None)."""
     if name == "transformers":
-        model, tokenizer = load_policy(policy)
-        return TransformersEngine(model, tokenizer, batch_size=batch_size)
+        from stages.engines import device_and_dtype
+
+        device, dtype = device_and_dtype((runtime or RuntimeParams()).precision)
+        model, tokenizer = load_policy(policy, dtype)
+        return TransformersEngine(model.to(device), tokenizer, batch_size=batch_size)
     if name == "vllm":
         from stages.vllm_engine import VLLMEngine
 

@@ -63,7 +63,8 @@ def run(params: Params, iteration: int | str, init: int | str, root: Path = Path
     log(f"improve@{iteration}: {len(pairs)} training rows, starting from models/iter{init}"
         + (f", {p.replay:.0%} of each batch replayed from {len(replay)} demonstrations" if replay else "")
         + (", reward-weighted loss" if weights is not None else ""))
-    train_log = train_sft(model, tokenizer, pairs, train, max_len, weights=weights, replay=replay)
+    train_log = train_sft(model, tokenizer, pairs, train, max_len, weights=weights, replay=replay,
+                          precision=params.runtime.precision)
     if not is_main_process():  # under `accelerate launch` every process trains; the main one writes
         return {"rows": len(pairs), "model_hash": None}
     log(f"improve@{iteration}: loss {train_log[0]['loss']:.3f} -> {train_log[-1]['loss']:.3f}")

@@ -248,7 +248,7 @@ def run(params: Params, root: Path = Path(".")) -> dict:
     problems = _pick_problems(read_rows(problems_dir(root) / "train.parquet", Problem), rm.problems, rm.seed)
     base = model_dir(0, root)
     policy = model_hash(base)
-    engine = grow.make_engine(params.grow.engine, base, params.runtime.batch_size)
+    engine = grow.make_engine(params.grow.engine, base, params.runtime.batch_size, params.runtime)
     samples = grow.sample(engine, problems, rm.samples_per_problem,
                           SamplingParams(rm.temperature, rm.max_new_tokens), rm.seed, 0, "reward", policy,
                           label="reward_model: sampling")

@@ -107,12 +107,19 @@ def _cpu_only() -> bool:
     return _launched_processes() > 1 and not torch.cuda.is_available()
 
 
-def _accelerator():
+def _mixed_precision(precision: str) -> str:
+    """bf16 autocast on a CUDA GPU (precision auto or bfloat16); full float32 otherwise."""
+    import torch
+
+    return "bf16" if precision in ("auto", "bfloat16") and torch.cuda.is_available() else "no"
+
+
+def _accelerator(precision: str = "auto"):
     """An `accelerate.Accelerator` configured by `accelerate launch` (or torchrun) when started by
-    one, else a single process on the default device."""
+    one, else a single process on the default device (a CUDA GPU when there is one, in bf16 autocast)."""
     from accelerate import Accelerator
 
-    accelerator = Accelerator(cpu=_cpu_only())
+    accelerator = Accelerator(cpu=_cpu_only(), mixed_precision=_mixed_precision(precision))
     if accelerator.num_processes != _launched_processes():
         raise RestemError(f"launched as {_launched_processes()} processes but Accelerate set up "
                           f"{accelerator.num_processes} ({accelerator.distributed_type}); on CPUs launch with "
@@ -129,7 +136,7 @@ def is_main_process() -> bool:
 
 def train_sft(model, tokenizer, pairs: Sequence[tuple[str, str]], params: "TrainParams", max_len: int,
               log_every: int = 10, weights: Sequence[float] | None = None,
-              replay: Sequence[tuple[str, str]] = ()) -> list[dict]:
+              replay: Sequence[tuple[str, str]] = (), precision: str = "auto") -> list[dict]:
     """Fine-tune `model` in place on (prompt, completion) pairs; returns the loss log by step.
 
     `weights` (one per pair) turns on the reward-weighted loss. With `params.replay` > 0, that share of
@@ -143,7 +150,7 @@ def train_sft(model, tokenizer, pairs: Sequence[tuple[str, str]], params: "Train
 
     if not pairs:
         raise RestemError("no training rows: the kept set is empty (lower the filter's bar or sample more)")
-    accelerator = _accelerator()
+    accelerator = _accelerator(precision)
     processes, rank = accelerator.num_processes, accelerator.process_index
     if params.batch_size < processes:
         raise RestemError(f"train batch_size {params.batch_size} is smaller than the {processes} training processes: "
