@@ -50,10 +50,11 @@ def dedup_key(completion: str, how: str) -> str | tuple:
     return completion
 
 
-def rule_name(f: FilterParams, tau: Optional[float] = None) -> str:
+def rule_name(f: FilterParams, tau: Optional[float] = None, quantile_of: Optional[float] = None) -> str:
+    """The rule and its settings, as recorded in every kept row; `quantile_of` is the quantile that gave tau."""
     parts = [f.mode]
     if f.mode == "threshold":
-        parts.append(f"tau={tau:g}" + (f"(q{f.threshold:g})" if f.threshold_kind == "quantile" else ""))
+        parts.append(f"tau={tau:g}" + (f"(q{quantile_of:g})" if quantile_of is not None else ""))
     elif f.mode == "top_fraction":
         parts.append(f"fraction={f.fraction:g};scope={f.scope}")
     elif f.mode == "majority":
@@ -114,7 +115,7 @@ def _majority(rows: list[tuple[dict, dict]], f: FilterParams, consistent: Option
 
 def select(samples: Sequence[dict], scores: Sequence[dict], f: FilterParams, tau: Optional[float] = None,
            consistent: Optional[Consistency] = None, problems: Optional[dict[str, dict]] = None,
-           ) -> tuple[list[Kept], list[Rejected]]:
+           quantile_of: Optional[float] = None) -> tuple[list[Kept], list[Rejected]]:
     """Apply the filter to joined samples and scores. `tau` is the resolved threshold (threshold mode),
     `consistent` the task's label-free check (majority mode) and `problems` the problems by id it needs."""
     by_id = {s["sample_id"]: s for s in scores}
@@ -182,7 +183,7 @@ def select(samples: Sequence[dict], scores: Sequence[dict], f: FilterParams, tau
         reason.update({s["sample_id"]: "not_top" for s, _ in ranked[take:]})
         candidates = {p: [(s, sc) for s, sc in rows if s["sample_id"] in chosen] for p, rows in candidates.items()}
 
-    rule = rule_name(f, tau)
+    rule = rule_name(f, tau, quantile_of)
     kept, rejected = [], []
     for problem_id, rows in groups.items():
         admitted = candidates[problem_id]
@@ -234,16 +235,18 @@ def run(params: Params, iteration: int | str, root: Path = Path(".")) -> Counter
     out_dir = iter_dir(iteration, root)
     samples = read_rows(source / "samples.parquet", Sample)
     scores = read_rows(source / "scores.parquet", Score)
-    tau = None
+    tau = quantile_of = None
     if f.mode == "threshold":
-        tau = resolve_threshold(f, params.loop.threshold_of(str(iteration), f.threshold), scores)
+        setting = params.loop.threshold_of(str(iteration), f.threshold)
+        tau = resolve_threshold(f, setting, scores)
+        quantile_of = setting if f.threshold_kind == "quantile" else None
     consistent, problems = None, None
     if f.mode == "majority" and f.require_consistent:
         from stages.score import load_problems
 
         consistent = _consistency(params)
         problems = load_problems(root, "train") if consistent else None
-    kept, rejected = select(samples, scores, f, tau, consistent, problems)
+    kept, rejected = select(samples, scores, f, tau, consistent, problems, quantile_of)
     counts = Counter(r.filter_reason for r in rejected)
     counts["kept"] = len(kept)
     if not kept:
@@ -261,7 +264,7 @@ def run(params: Params, iteration: int | str, root: Path = Path(".")) -> Counter
     for name in ("kept.parquet", "rejected.parquet"):
         (staging / name).replace(out_dir / name)
     staging.rmdir()
-    summary = {"iteration": str(iteration), **report(kept, rejected, scores, rule_name(f, tau), tau)}
+    summary = {"iteration": str(iteration), **report(kept, rejected, scores, rule_name(f, tau, quantile_of), tau)}
     write_json(root / METRICS / "filter" / f"iter{iteration}.json", summary)
     precision = summary["kept_precision"]
     log(f"filter@{iteration}: kept {len(kept)} samples of {summary['kept_problems']} problems"

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO, TINY, write_params
 
-COPY = ["stages", "schemas", "verifiers", "dvc.yaml", "pyproject.toml"]
+COPY = ["stages", "schemas", "verifiers", "dvc.yaml", "pyproject.toml", ".dvcignore"]
 
 
 def _run(cmd, cwd, check=True):

@@ -163,3 +163,10 @@ def test_evaluate_reports_every_step(rest_run):
     assert names == ["iter0.json", "iter1.json", "iter1b.json"]
     assert json.loads((root / "metrics" / "iterations" / "iter1b.json").read_text())["iteration"] == "1b"
     assert summary["steps"] == 1 and summary["iterations"] == 1
+
+
+def test_rule_names_the_quantile_of_each_step(rest_run):
+    root, _, _ = rest_run
+    rule1 = read_rows(root / "data" / "iter1" / "kept.parquet", Kept)[0]["rule"]
+    rule1b = read_rows(root / "data" / "iter1b" / "kept.parquet", Kept)[0]["rule"]
+    assert "(q0.3)" in rule1 and "(q0.5)" in rule1b
