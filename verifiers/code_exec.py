@@ -502,7 +502,14 @@ def _bwrap_prefix(sandbox_tmp: str) -> list[str]:
     argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"] + _python_binds()
     if _bwrap_has_size():
         argv += ["--size", str(256 << 20)]
-    argv += ["--tmpfs", sandbox_tmp, "--chdir", sandbox_tmp]
+    argv += ["--tmpfs", sandbox_tmp]
+    # An interpreter that lives under the sandbox's fresh tmpfs (a venv in /tmp) would vanish: bind it back.
+    bound: list[str] = []
+    for d in _python_dirs():
+        if d.startswith(sandbox_tmp.rstrip("/") + "/") and not any(d.startswith(b + "/") for b in bound):
+            bound.append(d)
+            argv += ["--ro-bind", d, d]
+    argv += ["--chdir", sandbox_tmp]
     return argv
 
 
