@@ -7,7 +7,8 @@
 On the embedded model (params.yaml of this checkout: the Grow pool's prompts, grow.samples_per_problem,
 grow.temperature, grow.max_new_tokens, runtime.batch_size) it measures, each in a fresh process:
 - bare-generate: a plain loop of Hugging Face `model.generate(do_sample=True)` over batches of
-  runtime.batch_size sequences (the prompts repeated K times);
+  runtime.batch_size sequences (the prompts repeated K times), on the device and in the dtype that
+  restem's engine uses (runtime.precision: a CUDA GPU in bfloat16 where there is one);
 - bare-vllm: one vLLM `LLM.generate` over the prompts with n=K, vLLM's own tokenizer, no seeds, vLLM's
   default engine-core process (the fastest plain use);
 - restem-transformers and restem-vllm: `stages.grow.run` with grow.engine set to each, in a temp workspace
@@ -76,14 +77,18 @@ def measure(kind: str, root: Path, n: int) -> dict:
         from stages.engines import set_threads
         from stages.modeling import load_policy
 
+        from stages.engines import device_and_dtype
+
         set_threads(params.runtime.threads)
-        model, tok = load_policy(root / "models" / "iter0")
+        device, dtype = device_and_dtype(params.runtime.precision)  # where and how restem's engine runs
+        model, tok = load_policy(root / "models" / "iter0", dtype)
+        model.to(device)
         torch.manual_seed(0)
         startup = time.perf_counter() - started
         t0, tokens = time.perf_counter(), 0
         seqs = [p for p in prompts for _ in range(g.samples_per_problem)]
         for start in range(0, len(seqs), batch):
-            enc = tok(seqs[start : start + batch], return_tensors="pt", padding=True)
+            enc = tok(seqs[start : start + batch], return_tensors="pt", padding=True).to(device)
             with torch.inference_mode():
                 out = model.generate(**enc, do_sample=True, temperature=g.temperature, top_k=0, top_p=1.0,
                                      max_new_tokens=g.max_new_tokens, pad_token_id=tok.pad_token_id,
@@ -118,11 +123,17 @@ def measure(kind: str, root: Path, n: int) -> dict:
             return engine
 
         grow.make_engine = timed
+        # Imports are not sampling: grow.run would otherwise pay torch's import (1.5 to 2 s) on the clock.
+        t_imports = time.perf_counter()
+        import torch  # noqa: F401
+        import transformers.generation  # noqa: F401
+
+        imports = time.perf_counter() - t_imports
         t0 = time.perf_counter()
         grow.run(params, 1, 0, root)
         total = time.perf_counter() - t0
-        startup = sum(made)
-        seconds = total - startup
+        seconds = total - sum(made)  # the engine's start happens inside grow.run
+        startup = sum(made) + imports
         tokens = pc.sum(read_table(root / "data" / "iter1" / "samples.parquet", Sample)["completion_tokens"]).as_py()
     return {"kind": kind, "tokens": tokens, "seconds": round(seconds, 2), "startup": round(startup, 2),
             "tok_per_s": round(tokens / seconds, 1)}

@@ -114,12 +114,27 @@ def _mixed_precision(precision: str) -> str:
     return "bf16" if precision in ("auto", "bfloat16") and torch.cuda.is_available() else "no"
 
 
-def _accelerator(precision: str = "auto"):
+def _autocast(precision: str, device: "torch.device"):
+    """The forward's and loss's context: bf16 autocast on a CUDA GPU (see `_mixed_precision`), else none.
+
+    Ours rather than Accelerate's `mixed_precision`, which lives in a process-wide singleton: a second
+    `train_sft` in the same process with another precision (base in float32, then Improve in bf16) would
+    make Accelerate refuse to start."""
+    import contextlib
+
+    import torch
+
+    if _mixed_precision(precision) == "bf16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _accelerator():
     """An `accelerate.Accelerator` configured by `accelerate launch` (or torchrun) when started by
-    one, else a single process on the default device (a CUDA GPU when there is one, in bf16 autocast)."""
+    one, else a single process on the default device (a CUDA GPU when there is one)."""
     from accelerate import Accelerator
 
-    accelerator = Accelerator(cpu=_cpu_only(), mixed_precision=_mixed_precision(precision))
+    accelerator = Accelerator(cpu=_cpu_only())
     if accelerator.num_processes != _launched_processes():
         raise RestemError(f"launched as {_launched_processes()} processes but Accelerate set up "
                           f"{accelerator.num_processes} ({accelerator.distributed_type}); on CPUs launch with "
@@ -150,7 +165,7 @@ def train_sft(model, tokenizer, pairs: Sequence[tuple[str, str]], params: "Train
 
     if not pairs:
         raise RestemError("no training rows: the kept set is empty (lower the filter's bar or sample more)")
-    accelerator = _accelerator(precision)
+    accelerator = _accelerator()
     processes, rank = accelerator.num_processes, accelerator.process_index
     if params.batch_size < processes:
         raise RestemError(f"train batch_size {params.batch_size} is smaller than the {processes} training processes: "
@@ -200,9 +215,10 @@ def train_sft(model, tokenizer, pairs: Sequence[tuple[str, str]], params: "Train
                                    _collate(process_slice(batch, rank, processes), tokenizer.pad_token_id))
         slice_weights = (torch.tensor(process_slice(row_weights, rank, processes), dtype=torch.float32)
                          if row_weights is not None else None)
-        logits = wrapped(input_ids=input_ids, attention_mask=mask).logits
-        # this slice's share of the global mean
-        batch_loss = completion_loss_sum(logits, labels, slice_weights) / targets
+        with _autocast(precision, accelerator.device):
+            logits = wrapped(input_ids=input_ids, attention_mask=mask).logits
+            # this slice's share of the global mean
+            batch_loss = completion_loss_sum(logits, labels, slice_weights) / targets
         optim.zero_grad(set_to_none=True)
         accelerator.backward(batch_loss * processes)
         accelerator.clip_grad_norm_(wrapped.parameters(), 1.0)

@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, TINY, write_params
+from conftest import REPO, TINY, write_params, pythonpath
 from schemas.params import Architecture, Params, TrainParams
 from stages import filter as filter_stage
 from stages import grow, improve, problems, score
@@ -36,20 +36,21 @@ def _plain_loop(model, tok, pairs, p, max_len):
               {"params": [q for q in model.parameters() if q.ndim < 2], "weight_decay": 0.0}]
     optim = torch.optim.AdamW(groups, lr=p.lr, betas=(0.9, 0.98), eps=1e-8)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: _lr_factor(s, total, warmup, p.schedule))
-    model.train()
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # where train_sft's Accelerator trains
+    model.to(device).train()
     order = []
     for _ in range(total):
         if len(order) < p.batch_size:
             order += torch.randperm(len(encoded), generator=gen).tolist()
         idx, order = order[: p.batch_size], order[p.batch_size :]
-        input_ids, mask, labels = _collate([encoded[i] for i in idx], tok.pad_token_id)
+        input_ids, mask, labels = (t.to(device) for t in _collate([encoded[i] for i in idx], tok.pad_token_id))
         loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optim.step()
         sched.step()
-    model.eval()
+    model.to("cpu").eval()
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ def test_one_process_gives_the_plain_loops_weights_bit_for_bit(one_thread):
     tok = build_char_tokenizer()
     p = TrainParams(epochs=2, lr=3e-3, batch_size=16, weight_decay=0.01, seed=3)
     a, b = build_model(tok, ARCH, seed=0), build_model(tok, ARCH, seed=0)
-    train_sft(a, tok, PAIRS, p, 48)
+    train_sft(a, tok, PAIRS, p, 48, precision="float32")  # no bf16 autocast where there is a GPU
     _plain_loop(b, tok, PAIRS, p, 48)
     sa, sb = a.state_dict(), b.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -104,7 +105,7 @@ def test_two_process_accelerate_launch_matches_one_process(tmp_path, trained_roo
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(_free_port()),
            "-m", "stages.improve", "--iteration", "1", "--init", "0"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}  # CPUs, gloo
+    env = {**os.environ, "PYTHONPATH": pythonpath(), "CUDA_VISIBLE_DEVICES": ""}  # CPUs, gloo
     proc = subprocess.run(cmd, cwd=two, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.count("improve@1: ") >= 2  # both processes trained
@@ -123,3 +124,23 @@ def test_two_process_accelerate_launch_matches_one_process(tmp_path, trained_roo
     assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-3
     assert not all(torch.equal(w1[k], w2[k]) for k in w1)  # really split: float rounding differs
     assert sorted(p.name for p in (two / "models").iterdir()) == ["iter0", "iter1"]  # one writer, no temp left
+
+
+def test_train_sft_starts_whatever_precision_this_process_set_up_before(one_thread):
+    """Accelerate keeps its precision in a process-wide singleton; train_sft must not fight it (on a GPU
+    machine a float32 base and a bf16 Improve in one process made Accelerate refuse to start)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    try:
+        Accelerator(mixed_precision="bf16", cpu=True)  # someone else's choice, made first
+        tok = build_char_tokenizer()
+        model = build_model(tok, ARCH, seed=0)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        log = train_sft(model, tok, PAIRS, TrainParams(epochs=1, lr=3e-3, batch_size=16, seed=0), 48,
+                        log_every=1, precision="float32")
+        assert log[-1]["loss"] < log[0]["loss"]
+        assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    finally:
+        AcceleratorState._reset_state(True)

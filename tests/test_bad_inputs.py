@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, write_params
+from conftest import REPO, write_params, pythonpath
 from schemas.errors import RestemError
 from schemas.io import write_rows
 from schemas.params import Params
@@ -107,6 +107,6 @@ def test_improve_on_empty_kept_table_is_an_error(tmp_path, tiny_params, trained_
 def test_stage_cli_on_missing_input_exits_2(tmp_path, tiny_raw):
     params = write_params(tmp_path / "params.yaml", tiny_raw)
     proc = subprocess.run([sys.executable, "-m", "stages.score", "--iteration", "1", "--params", str(params)],
-                          cwd=tmp_path, capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": ""})
+                          cwd=tmp_path, capture_output=True, text=True, env={"PYTHONPATH": pythonpath(), "PATH": ""})
     assert proc.returncode == 2
     assert "samples.parquet: file not found" in proc.stderr and "Traceback" not in proc.stderr

@@ -3,14 +3,17 @@ sample independent of batch composition and order."""
 
 import re
 
-from stages.engines import Request, SamplingParams, TransformersEngine
+import pytest
+import torch
+
+from stages.engines import Request, SamplingParams, TransformersEngine, hash_uniform
 from stages.modeling import load_policy
 from stages.common import model_dir
 
 
-def _engine(root, batch_size=64):
+def _engine(root, batch_size=64, noise="auto"):
     model, tok = load_policy(model_dir(0, root))
-    return TransformersEngine(model, tok, batch_size=batch_size), model, tok
+    return TransformersEngine(model, tok, batch_size=batch_size, noise=noise), model, tok
 
 
 FORMAT = re.compile(r"^(\d\+\d\+\d=\d+,)*\d\+\d\+\d=\d+;\d+$")
@@ -41,12 +44,65 @@ def test_greedy_matches_plain_generate(trained_root):
         assert tok.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True) == text
 
 
-def test_samples_depend_on_seed_not_on_batch(trained_root):
+@pytest.mark.parametrize("noise", ["generator", "hash"])
+def test_samples_depend_on_seed_not_on_batch(trained_root, noise):
     root, _ = trained_root
     reqs = [Request(f"{i}+{i * 3 % 97}=", seed) for i in range(40) for seed in (11, 12)]
     sampling = SamplingParams(1.5, 20)
-    a = _engine(root, batch_size=64)[0].generate(reqs, sampling)
-    b = _engine(root, batch_size=7)[0].generate(list(reversed(reqs)), sampling)
+    a = _engine(root, batch_size=64, noise=noise)[0].generate(reqs, sampling)
+    b = _engine(root, batch_size=7, noise=noise)[0].generate(list(reversed(reqs)), sampling)
     assert [c.text for c in a] == [c.text for c in reversed(b)]
     # different seeds on the same prompt give different samples somewhere
     assert any(a[2 * i].text != a[2 * i + 1].text for i in range(40))
+
+
+def test_cpu_default_noise_is_the_per_request_generators(trained_root):
+    """On the CPU, `auto` is the generator noise, which the committed pipeline outputs were made with."""
+    root, _ = trained_root
+    reqs = [Request(f"{i}+{i * 7 % 89}=", 100 + i) for i in range(30)]
+    sampling = SamplingParams(1.5, 20)
+    auto, generator, hashed = (_engine(root, noise=n)[0].generate(reqs, sampling) for n in ("auto", "generator", "hash"))
+    assert [c.text for c in auto] == [c.text for c in generator]
+    assert [c.text for c in auto] != [c.text for c in hashed]
+
+
+M64 = (1 << 64) - 1
+G, M1, M2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+
+def _mix(z):
+    z ^= z >> 30
+    z = (z * M1) & M64
+    z ^= z >> 27
+    z = (z * M2) & M64
+    return z ^ (z >> 31)
+
+
+def _reference_uniform(seed, step, vocab, j):
+    """hash_uniform in plain Python integers, as its docstring defines it."""
+    key = _mix((seed + G) & M64)
+    z = _mix((key + (step * vocab + j) * G) & M64)
+    return ((z >> 41) + 0.5) / 2**23
+
+
+def test_hash_uniform_matches_its_definition():
+    seeds = [0, 1, 12345, (1 << 63) - 1, 0x5DEECE66D1234567]
+    for step in (0, 1, 39):
+        u = hash_uniform(torch.tensor(seeds, dtype=torch.int64), step, 97)
+        assert u.dtype == torch.float32 and u.shape == (len(seeds), 97)
+        for i, seed in enumerate(seeds):
+            for j in (0, 1, 50, 96):
+                assert u[i, j].item() == _reference_uniform(seed, step, 97, j), (seed, step, j)
+
+
+def test_hash_uniform_rows_are_their_seeds_alone_and_look_uniform():
+    seeds = torch.arange(1000, dtype=torch.int64) * 7919 + 3
+    u = hash_uniform(seeds, 5, 200)
+    assert torch.equal(u[17:18], hash_uniform(seeds[17:18], 5, 200))  # no dependence on the other rows
+    assert not torch.equal(u, hash_uniform(seeds, 6, 200))  # a new step, new noise
+    assert 0.0 < u.min().item() and u.max().item() < 1.0
+    assert abs(u.mean().item() - 0.5) < 0.005 and abs(u.var().item() - 1 / 12) < 0.002
+    counts = torch.histc(u, bins=10, min=0.0, max=1.0)
+    assert (counts - 20000).abs().max().item() < 800  # about 4.5 standard deviations
+    lag = torch.corrcoef(torch.stack([u[:, :-1].flatten(), u[:, 1:].flatten()]))[0, 1].item()
+    assert abs(lag) < 0.01  # neighbouring tokens are not correlated

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import pythonpath
+
 REPO = Path(__file__).resolve().parents[1]
 ARCH = {"hidden_size": 64, "intermediate_size": 128, "layers": 2, "heads": 2, "max_positions": 64}
 
@@ -156,7 +158,7 @@ def test_vllm_greedy_equals_transformers_on_nope(nope_policy, tmp_path):
     model, tok, folder = nope_policy
     prompts = [p for p, _ in _demos(60, seed=11, low=1, high=6)]  # 5 and 6 digits: longer than trained
     out = tmp_path / "vllm.json"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {**os.environ, "PYTHONPATH": pythonpath(), "PYTHONDONTWRITEBYTECODE": "1"}
     proc = subprocess.run([sys.executable, __file__, str(folder), json.dumps(prompts), str(out)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -6,7 +6,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from conftest import REPO, write_params
+from conftest import REPO, write_params, pythonpath
 from schemas.errors import RestemError
 from schemas.params import Params, load_params
 
@@ -70,7 +70,7 @@ def test_stage_cli_exits_nonzero_with_message_and_writes_nothing(tmp_path, tiny_
     tiny_raw["problems"]["sede"] = 1
     params = write_params(tmp_path / "params.yaml", tiny_raw)
     proc = subprocess.run([sys.executable, "-m", "stages.problems", "--params", str(params)], cwd=tmp_path,
-                          capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": ""})
+                          capture_output=True, text=True, env={"PYTHONPATH": pythonpath(), "PATH": ""})
     assert proc.returncode == 2
     assert "problems.sede: unknown key" in proc.stderr
     assert "Traceback" not in proc.stderr

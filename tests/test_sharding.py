@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from conftest import REPO, TINY, write_params
+from conftest import REPO, TINY, write_params, pythonpath
 from schemas.errors import RestemError
 from schemas.params import Params
 from stages import evaluate, grow, problems
 from stages.common import iter_dir
 from stages.shard import Shard, owned, parse_shard
 
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+ENV = {**os.environ, "PYTHONPATH": pythonpath()}
 
 
 def _workspace(tmp_path, trained_root, name):

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import pythonpath
+
 REPO = Path(__file__).resolve().parents[1]
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
@@ -84,7 +86,7 @@ def vllm_runs(trained_root, tmp_path_factory):
         shutil.copytree(root / "data" / "problems", work / "data" / "problems")
         shutil.copytree(root / "models" / "iter0", work / "models" / "iter0")
         out = work / "greedy.json"
-        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
+        env = {**os.environ, "PYTHONPATH": pythonpath(), "PYTHONDONTWRITEBYTECODE": "1"}
         proc = subprocess.run([sys.executable, __file__, str(work), params.model_dump_json(), str(out)], cwd=REPO,
                               env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-4000:]
