@@ -139,7 +139,8 @@ def select(samples: Sequence[dict], scores: Sequence[dict], f: FilterParams, tau
                 usable.append((s, sc))
         if f.mode == "correct":
             eligible = [(s, sc) for s, sc in usable if sc["reward"] >= 1.0 and sc["correct"]]
-            reason.update({s["sample_id"]: "incorrect" for s, sc in usable if (s, sc) not in eligible})
+            right = {s["sample_id"] for s, _ in eligible}
+            reason.update({s["sample_id"]: "incorrect" for s, _ in usable if s["sample_id"] not in right})
         elif f.mode == "threshold":
             eligible = [(s, sc) for s, sc in usable if sc["reward"] >= tau]
             reason.update({s["sample_id"]: "below_threshold" for s, sc in usable if sc["reward"] < tau})

@@ -27,7 +27,7 @@ from schemas.params import Params, RewardModelParams, load_params
 from schemas.tables import ModelMeta, Problem, Sample, Score
 from stages.common import DATA, METRICS, MODELS, log, model_dir, parse_args, problems_dir, stage_main
 from stages.engines import SamplingParams, set_threads
-from stages.modeling import META_FILE, model_hash, read_meta, resolve_checkpoint
+from stages.modeling import META_FILE, model_hash, resolve_checkpoint
 
 if TYPE_CHECKING:
     import torch
