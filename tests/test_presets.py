@@ -44,7 +44,10 @@ def test_each_preset_uses_what_it_names():
     assert raft.filter.mode == "top_fraction" and raft.score.reward == "model"
     e2h = load_params(REPO / "presets" / "easy-to-hard.yaml")
     assert e2h.base.model.position == "none" and e2h.score.verifier == "reversed_addition"
-    assert [max(e.pool.mix, key=e.pool.mix.get) for e in e2h.loop.iterations.values()] == [5, 6, 7, 8]
+    assert [max(e.pool.mix, key=e.pool.mix.get) for e in e2h.loop.iterations.values()] == [5, 6, 7, 8, 9]
+    a = e2h.problems.arithmetic
+    assert a.demo_digits.high == 4 and a.train_digits.high == 9 and max(a.test_sets.values()) == 9
+    assert a.demo_count >= e2h.base.train.steps * e2h.base.train.batch_size  # each demonstration seen once
 
 
 def test_preset_command_writes_a_valid_file(tmp_path):
