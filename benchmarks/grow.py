@@ -3,6 +3,7 @@
     python benchmarks/grow.py                       # 256 Grow-pool problems x 8 samples x up to 64 tokens
     python benchmarks/grow.py --problems 64         # a quick run
     python benchmarks/grow.py --model models/iter0  # the policy that samples (default: models/iter0 of this checkout)
+    python benchmarks/grow.py --repeat 5            # five interleaved rounds, ratios of median rates
 
 On the embedded model (params.yaml of this checkout: the Grow pool's prompts, grow.samples_per_problem,
 grow.temperature, grow.max_new_tokens, runtime.batch_size) it measures, each in a fresh process:
@@ -24,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -144,6 +146,8 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=256, help="Grow-pool problems (default 256)")
     parser.add_argument("--model", type=Path, default=REPO / "models" / "iter0", help="policy folder")
     parser.add_argument("--only", choices=KINDS, action="append", help="run only these measurements")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of all kinds, interleaved; ratios use each kind's median rate (default 1)")
     parser.add_argument("--measure", choices=KINDS, help=argparse.SUPPRESS)  # child process
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -159,10 +163,10 @@ def main() -> None:
         print("vLLM is not installed: measuring the transformers side only", file=sys.stderr)
         kinds = [k for k in kinds if "vllm" not in k]
     print(f"load before: {os.getloadavg()[0]:.2f} (1-min average), {os.cpu_count()} CPUs", flush=True)
-    results = {}
+    results: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="restem-bench-grow-") as tmp:
-        for kind in kinds:
-            root = Path(tmp) / kind
+        for round_, kind in ((r, k) for r in range(args.repeat) for k in kinds):
+            root = Path(tmp) / f"{kind}-{round_}"
             _setup(root, args.model, args.problems)
             env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
             proc = subprocess.run([sys.executable, __file__, "--measure", kind, "--root", str(root),
@@ -170,11 +174,14 @@ def main() -> None:
             lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
             if proc.returncode or not lines:
                 raise SystemExit(f"{kind} failed:\n{proc.stderr[-3000:]}")
-            r = results[kind] = json.loads(lines[-1][len("RESULT "):])
+            r = json.loads(lines[-1][len("RESULT "):])
+            results.setdefault(kind, []).append(r)
             print(f"{kind:20s} {r['tokens']:>8,} tokens in {r['seconds']:7.2f} s = {r['tok_per_s']:>9,.0f} tok/s "
                   f"(startup {r['startup']:.1f} s)", flush=True)
     print(f"load after: {os.getloadavg()[0]:.2f} (1-min average)")
-    rate = {k: v["tok_per_s"] for k, v in results.items()}
+    rate = {k: statistics.median(r["tok_per_s"] for r in runs) for k, runs in results.items()}
+    if args.repeat > 1:
+        print("median rates: " + ", ".join(f"{k} {v:,.0f} tok/s" for k, v in rate.items()))
     for num, den, goal in [("restem-vllm", "bare-vllm", 0.9), ("restem-transformers", "bare-generate", 0.9),
                            ("bare-vllm", "bare-generate", 4.0)]:
         if num in rate and den in rate:

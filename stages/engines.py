@@ -117,12 +117,21 @@ class _GumbelSampler:
         self.seeds, self.sampling, self.noise, self.step = list(seeds), sampling, noise, 0
         self.generators = [torch.Generator().manual_seed(s) for s in seeds] if noise != "hash" else []
         self._seed_tensor: "torch.Tensor | None" = None
+        self._block: "torch.Tensor | None" = None  # generator noise drawn ahead: rows x steps x vocab
 
     def _uniform(self, vocab: int, device: "torch.device") -> "torch.Tensor":
         import torch
 
         if self.noise == "generator" or (self.noise == "auto" and device.type == "cpu"):
-            return torch.stack([torch.rand(vocab, generator=g) for g in self.generators]).to(device)
+            # Several steps' noise per generator in one draw: a generator's stream is the same whether it is
+            # drawn step by step or in one piece, and one call per row per block costs far less than one per
+            # row per step. Blocks hold at most about 2**24 numbers.
+            at = self.step % self._block.shape[1] if self._block is not None else 0
+            if self._block is None or at == 0:
+                steps = max(1, min(self.sampling.max_new_tokens, (1 << 24) // max(1, len(self.generators) * vocab)))
+                self._block = torch.stack([torch.rand(steps * vocab, generator=g) for g in self.generators])
+                self._block = self._block.view(len(self.generators), steps, vocab)
+            return self._block[:, at].to(device)
         if self._seed_tensor is None or self._seed_tensor.device != device:
             self._seed_tensor = torch.tensor(self.seeds, dtype=torch.int64, device=device)
         return hash_uniform(self._seed_tensor, self.step, vocab)
