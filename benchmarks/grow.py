@@ -76,10 +76,8 @@ def measure(kind: str, root: Path, n: int) -> dict:
     started = time.perf_counter()
     if kind == "bare-generate":
         import torch
-        from stages.engines import set_threads
+        from stages.engines import device_and_dtype, set_threads
         from stages.modeling import load_policy
-
-        from stages.engines import device_and_dtype
 
         set_threads(params.runtime.threads)
         device, dtype = device_and_dtype(params.runtime.precision)  # where and how restem's engine runs

@@ -22,7 +22,7 @@ from schemas.params import Params, PoolSlice, load_params
 from schemas.params import RuntimeParams
 from schemas.tables import Problem, Sample
 from stages.common import iter_dir, log, model_dir, problems_dir, parse_args, stage_main
-from stages.engines import Engine, Request, SamplingParams, TransformersEngine, set_threads
+from stages.engines import Engine, Request, SamplingParams, TransformersEngine, device_and_dtype, set_threads
 from stages.shard import Shard, check_arguments, owned, run_shards
 from stages.modeling import load_policy, model_hash
 
@@ -33,8 +33,6 @@ def make_engine(name: str, policy: Path, batch_size: int, runtime: RuntimeParams
     """The sampling engine named in params (grow.engine), over the policy folder; `runtime` holds the vllm
     engine's knobs (defaults when None)."""
     if name == "transformers":
-        from stages.engines import device_and_dtype
-
         device, dtype = device_and_dtype((runtime or RuntimeParams()).precision)
         model, tokenizer = load_policy(policy, dtype)
         return TransformersEngine(model.to(device), tokenizer, batch_size=batch_size)

@@ -108,10 +108,11 @@ def _cpu_only() -> bool:
 
 
 def _mixed_precision(precision: str) -> str:
-    """bf16 autocast on a CUDA GPU (precision auto or bfloat16); full float32 otherwise."""
-    import torch
+    """bf16 autocast where the engine would run in bfloat16 on a CUDA GPU (`device_and_dtype`: precision auto
+    or bfloat16 there); full float32 otherwise."""
+    from stages.engines import device_and_dtype
 
-    return "bf16" if precision in ("auto", "bfloat16") and torch.cuda.is_available() else "no"
+    return "bf16" if device_and_dtype(precision) == ("cuda", "bfloat16") else "no"
 
 
 def _autocast(precision: str, device: "torch.device"):
