@@ -136,11 +136,37 @@ class ScoreParams(Section):
         "(the verifier's verdict is kept beside it)")
 
 
+class VotersParams(Section):
+    """The other models of the `agreement` filter: each answers every Grow-pool problem greedily once
+    (stage `voters`), and a policy sample is kept when its answer is the voters' consensus."""
+
+    seeds: list[int] = Field(default_factory=list, description="tiny models trained like `base` with these "
+                             "seeds (only when base.checkpoint is null)")
+    checkpoints: list[str] = Field(default_factory=list, description="local Hugging Face causal-LM checkpoints")
+    min_agree: Optional[int] = Field(default=None, ge=1, description="voters that must give the answer "
+                                     "(null: all of them)")
+
+    @property
+    def count(self) -> int:
+        return len(self.seeds) + len(self.checkpoints)
+
+    @property
+    def needed(self) -> int:
+        return self.min_agree if self.min_agree is not None else self.count
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"seeds {value} repeat a seed: each voter needs its own")
+        return value
+
+
 class FilterParams(Section):
-    mode: Literal["correct", "threshold", "top_fraction", "best_of_n", "majority"] = Field(
+    mode: Literal["correct", "threshold", "top_fraction", "best_of_n", "majority", "agreement"] = Field(
         description="correct: reward = 1 (ReST-EM); threshold: reward >= tau (ReST); top_fraction: the best "
         "fraction by reward (RAFT); best_of_n: the best samples of each problem; majority: label-free "
-        "self-consistency vote")
+        "self-consistency vote; agreement: label-free agreement with other models (filter.voters)")
     max_per_problem: int = Field(ge=1, description="cap on kept samples per problem")
     dedup: Literal["none", "exact", "equations"] = Field(
         description="drop duplicates of a problem: exact completions, or equal sequences of equations (RFT)")
@@ -153,7 +179,8 @@ class FilterParams(Section):
     min_votes: int = Field(default=2, ge=1, description="majority: fewest samples that must share the answer")
     strict_majority: bool = Field(default=True, description="majority: the answer needs more than half the votes")
     require_consistent: bool = Field(
-        default=True, description="majority: only samples that pass the task's consistency check vote")
+        default=True, description="majority, agreement: only samples that pass the task's consistency check vote")
+    voters: VotersParams = Field(default_factory=VotersParams, description="agreement: the models that vote")
 
     @field_validator("dedup", mode="before")
     @classmethod
@@ -167,6 +194,18 @@ class FilterParams(Section):
     def _threshold_range(self) -> "FilterParams":
         if self.threshold_kind == "quantile" and not 0 <= self.threshold <= 1:
             raise ValueError(f"threshold {self.threshold} must lie in [0, 1] when threshold_kind is quantile")
+        return self
+
+    @model_validator(mode="after")
+    def _voters(self) -> "FilterParams":
+        if self.mode != "agreement":
+            return self
+        if not self.voters.count:
+            raise ValueError("mode `agreement` needs voters: set filter.voters.seeds (tiny models trained like "
+                             "`base`) or filter.voters.checkpoints (local Hugging Face folders)")
+        if self.voters.needed > self.voters.count:
+            raise ValueError(f"voters.min_agree ({self.voters.min_agree}) exceeds the number of voters "
+                             f"({self.voters.count})")
         return self
 
 
@@ -333,6 +372,9 @@ class Params(Section):
                              "each step filters the same samples with a higher threshold")
         if self.score.reward == "model" and self.reward_model is None:
             raise ValueError("score.reward is `model` but the `reward_model` section is missing")
+        if self.filter.mode == "agreement" and self.filter.voters.seeds and self.base.checkpoint:
+            raise ValueError("filter.voters.seeds trains tiny models like `base`, which needs base.checkpoint: null; "
+                             "with your own base checkpoint list the voters in filter.voters.checkpoints")
         return self
 
 

@@ -45,8 +45,9 @@ class Sample(Row):
     sample_id: str = Field(description="hash of (problem_id, policy, sampling params, index, seed)")
     problem_id: str
     iteration: int = Field(description="loop iteration that grew it (evaluation rows: the model's)")
-    purpose: Literal["grow", "eval", "reward"] = Field(
-        description="training pool sample, evaluation sample, or training data of the reward model")
+    purpose: Literal["grow", "eval", "reward", "vote"] = Field(
+        description="training pool sample, evaluation sample, training data of the reward model, or a voter's "
+        "answer (agreement filter)")
     policy: str = Field(description="content hash of the model that generated it")
     engine: str = Field(description="sampling engine and version, e.g. 'transformers 5.19.0'")
     sample_index: int = Field(description="index among the samples of this problem")
@@ -99,6 +100,7 @@ class Rejected(Row):
     filter_reason: Literal[
         "incorrect", "unverifiable", "error", "invalid_steps", "duplicate", "over_cap",
         "below_threshold", "not_top", "no_majority", "minority", "inconsistent",
+        "no_agreement", "disagrees",
     ] = Field(description="why it was dropped (see stages/filter.py)")
 
 

@@ -34,6 +34,36 @@ def link_checkpoint(checkpoint: str, out: Path) -> ModelMeta:
     return meta
 
 
+def train_tiny(params: Params, root: Path, out: Path, seed: int, iteration: int | str = 0,
+               label: str = "base") -> ModelMeta:
+    """Train the tiny Llama of `base.model` on the demonstrations with `base.train`, its seed replaced by
+    `seed` (initialisation and shuffling), and save it to `out` as a Hugging Face folder."""
+    demos = read_rows(problems_dir(root) / "demos.parquet", Problem)
+    if not demos:
+        raise RestemError(f"{problems_dir(root) / 'demos.parquet'}: no demonstrations to train the {label} model on")
+    pairs = [(d["prompt"], d["solution"]) for d in demos]
+    tokenizer = build_char_tokenizer()
+    unknown = sorted({ch for p, s in pairs for ch in p + s if tokenizer.convert_tokens_to_ids(ch) == tokenizer.unk_token_id})
+    if unknown:
+        raise RestemError(f"demonstrations use characters the built-in tokenizer lacks: {unknown}; "
+                          "point base.checkpoint at a model with its own tokenizer")
+    recipe = params.base.model_copy(update={"train": params.base.train.model_copy(update={"seed": seed})})
+    model = build_model(tokenizer, recipe.model, seed)
+    from stages.training import train_sft
+
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"{label}: training a {n_params / 1e6:.2f}M-parameter Llama on {len(pairs)} demonstrations (seed {seed})")
+    train_log = train_sft(model, tokenizer, pairs, recipe.train, recipe.model.max_positions,
+                          precision=params.runtime.precision)
+    log(f"{label}: loss {train_log[0]['loss']:.3f} -> {train_log[-1]['loss']:.3f}")
+    return save_policy(model, tokenizer, out, {
+        "iteration": iteration,
+        "training_data": content_hash(sorted(d["problem_id"] for d in demos)),
+        "params": json.loads(recipe.model_dump_json()),
+        "train_log": train_log,
+    })
+
+
 def run(params: Params, root: Path = Path(".")) -> ModelMeta:
     from stages.improve import SORT, demonstration_rows
 
@@ -45,30 +75,8 @@ def run(params: Params, root: Path = Path(".")) -> ModelMeta:
         log(f"base: using checkpoint {meta.checkpoint} ({meta.model_hash})")
         return meta
     set_threads(params.runtime.threads)
-    demos = read_rows(problems_dir(root) / "demos.parquet", Problem)
-    if not demos:
-        raise RestemError(f"{problems_dir(root) / 'demos.parquet'}: no demonstrations to train the base model on")
-    pairs = [(d["prompt"], d["solution"]) for d in demos]
-    tokenizer = build_char_tokenizer()
-    unknown = sorted({ch for p, s in pairs for ch in p + s if tokenizer.convert_tokens_to_ids(ch) == tokenizer.unk_token_id})
-    if unknown:
-        raise RestemError(f"demonstrations use characters the built-in tokenizer lacks: {unknown}; "
-                          "point base.checkpoint at a model with its own tokenizer")
-    model = build_model(tokenizer, params.base.model, params.base.train.seed)
-    from stages.training import train_sft
-
-    n_params = sum(p.numel() for p in model.parameters())
-    log(f"base: training a {n_params / 1e6:.2f}M-parameter Llama on {len(pairs)} demonstrations")
-    train_log = train_sft(model, tokenizer, pairs, params.base.train, params.base.model.max_positions,
-                          precision=params.runtime.precision)
-    log(f"base: loss {train_log[0]['loss']:.3f} -> {train_log[-1]['loss']:.3f}")
+    meta = train_tiny(params, root, out, params.base.train.seed)
     write_rows(trained_on, Kept, demonstration_rows(root), sort_by=SORT)
-    meta = save_policy(model, tokenizer, out, {
-        "iteration": 0,
-        "training_data": content_hash(sorted(d["problem_id"] for d in demos)),
-        "params": json.loads(params.base.model_dump_json()),
-        "train_log": train_log,
-    })
     return meta
 
 

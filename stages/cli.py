@@ -133,6 +133,12 @@ def reward_model(params: Path = PARAMS) -> None:
 
 
 @app.command()
+def voters(params: Path = PARAMS) -> None:
+    """Train or link the agreement filter's voters and record their answers (models/voters, data/voters)."""
+    _run_stage("voters", params)
+
+
+@app.command()
 def evaluate(params: Path = PARAMS, shard: str = SHARD, merge: bool = MERGE, shards: int = SHARDS, ray: bool = RAY,
              address: str = ADDRESS, cpus_per_shard: float = CPUS, gpus_per_shard: float = GPUS) -> None:
     """Evaluate every model of the loop (metrics/); sharding by model: stages/shard.py."""

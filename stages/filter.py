@@ -10,6 +10,9 @@ Modes (params: filter.mode); each decision is `(keep, reason)` and counts per re
 - `best_of_n`: the `max_per_problem` highest-reward samples of each problem (reward > 0).
 - `majority` (label-free self-consistency): samples whose extracted answer is the majority answer of
   their problem; the verifier's verdict is not used to decide, only to report precision.
+- `agreement` (label-free, across models): samples whose answer is the one at least `voters.min_agree`
+  other models gave (default: all of them) when each answered the problem greedily (stage `voters`).
+  Like `majority`, labels only measure it.
 Then, in every mode: `require_valid_steps`, dedup (exact completions, or equal sequences of
 equations as in RFT), and the per-problem cap. Precision against the verifier (kept samples it calls
 correct) is reported whenever labels exist, so label-free filters and reward models stay honest.
@@ -59,6 +62,9 @@ def rule_name(f: FilterParams, tau: Optional[float] = None, quantile_of: Optiona
         parts.append(f"fraction={f.fraction:g};scope={f.scope}")
     elif f.mode == "majority":
         parts.append(f"min_votes={f.min_votes};strict={str(f.strict_majority).lower()};"
+                     f"consistent={str(f.require_consistent).lower()}")
+    elif f.mode == "agreement":
+        parts.append(f"voters={f.voters.count};min_agree={f.voters.needed};"
                      f"consistent={str(f.require_consistent).lower()}")
     parts.append(f"cap={f.max_per_problem};dedup={f.dedup};valid_steps={str(f.require_valid_steps).lower()}")
     return ";".join(parts)
@@ -113,11 +119,38 @@ def _majority(rows: list[tuple[dict, dict]], f: FilterParams, consistent: Option
     return winner, {k: v for k, v in reasons.items() if v}
 
 
+def _agreement(rows: list[tuple[dict, dict]], f: FilterParams, consistent: Optional[Consistency], problem: dict,
+               votes: Sequence[tuple[str, str, dict]]) -> tuple[Optional[str], dict[str, str]]:
+    """(the voters' consensus answer or None, reason per dropped sample_id) for one problem. Each voter's
+    answer counts when it has one (and passes the consistency check when that is required); the consensus
+    is the answer given by at least `min_agree` voters (the one with most votes if several are; a tie: none)."""
+    check = consistent if f.require_consistent else None
+    tally: Counter = Counter()
+    for _voter, completion, sc in votes:
+        if sc["extracted"] is not None and (check is None or check(completion, problem)):
+            tally[sc["extracted"]] += 1
+    reached = {a: n for a, n in tally.items() if n >= f.voters.needed}
+    top = max(reached.values(), default=0)
+    best = sorted(a for a, n in reached.items() if n == top)
+    winner = best[0] if len(best) == 1 else None
+    reasons: dict[str, str] = {}
+    for s, sc in rows:
+        if check is not None and not check(s["completion"], problem):
+            reasons[s["sample_id"]] = "inconsistent"
+        elif winner is None:
+            reasons[s["sample_id"]] = "no_agreement"
+        elif sc["extracted"] != winner:
+            reasons[s["sample_id"]] = "disagrees"
+    return winner, reasons
+
+
 def select(samples: Sequence[dict], scores: Sequence[dict], f: FilterParams, tau: Optional[float] = None,
            consistent: Optional[Consistency] = None, problems: Optional[dict[str, dict]] = None,
-           quantile_of: Optional[float] = None) -> tuple[list[Kept], list[Rejected]]:
+           quantile_of: Optional[float] = None,
+           votes: Optional[dict[str, Sequence[tuple[str, str, dict]]]] = None) -> tuple[list[Kept], list[Rejected]]:
     """Apply the filter to joined samples and scores. `tau` is the resolved threshold (threshold mode),
-    `consistent` the task's label-free check (majority mode) and `problems` the problems by id it needs."""
+    `consistent` the task's label-free check (majority, agreement) and `problems` the problems by id it
+    needs; `votes` (agreement) maps problem_id to the voters' (voter, completion, score row)."""
     by_id = {s["sample_id"]: s for s in scores}
     missing = [s["sample_id"] for s in samples if s["sample_id"] not in by_id]
     if missing:
@@ -149,11 +182,15 @@ def select(samples: Sequence[dict], scores: Sequence[dict], f: FilterParams, tau
             if f.mode == "best_of_n":
                 reason.update({s["sample_id"]: "incorrect" for s, sc in eligible if sc["reward"] <= 0})
                 eligible = [(s, sc) for s, sc in eligible if sc["reward"] > 0]
-        else:  # majority
+        else:  # majority, agreement
             problem = (problems or {}).get(problem_id, {"problem_id": problem_id, "prompt": rows[0][0]["prompt"]})
-            winner, why = _majority(usable, f, consistent, problem)
+            if f.mode == "majority":
+                winner, why = _majority(usable, f, consistent, problem)
+                eligible = [(s, sc) for s, sc in usable if winner is not None and sc["extracted"] == winner]
+            else:  # the policy's inconsistent samples are dropped too
+                winner, why = _agreement(usable, f, consistent, problem, (votes or {}).get(problem_id, []))
+                eligible = [(s, sc) for s, sc in usable if s["sample_id"] not in why]
             reason.update(why)
-            eligible = [(s, sc) for s, sc in usable if winner is not None and sc["extracted"] == winner]
         if f.require_valid_steps:
             for s, sc in eligible:
                 if sc["steps_valid"] is False:
@@ -228,6 +265,22 @@ def _consistency(params: Params) -> Optional[Consistency]:
     return getattr(get_verifier(params.score.verifier), "consistent", None)
 
 
+def _votes(root: Path, f: FilterParams, samples: Sequence[dict]) -> dict[str, list[tuple[str, str, dict]]]:
+    """The voters' answers by problem, checked against params and this iteration's problems."""
+    from stages.voters import load_votes, voters_data_dir
+
+    votes = load_votes(root)
+    voters = {v for rows in votes.values() for v, _, _ in rows}
+    if len(voters) != f.voters.count:
+        raise RestemError(f"{voters_data_dir(root)}: answers of {len(voters)} voters, but filter.voters lists "
+                          f"{f.voters.count}; rerun `voters` (`dvc repro` does)")
+    missing = sorted({s["problem_id"] for s in samples} - set(votes))
+    if missing:
+        raise RestemError(f"{voters_data_dir(root)}: the voters did not answer {len(missing)} of this iteration's "
+                          f"problems (first: {missing[0]}); rerun `voters` after `problems`")
+    return votes
+
+
 def run(params: Params, iteration: int | str, root: Path = Path(".")) -> Counter:
     """Filter iteration `iteration`'s samples, or (a step key like '1b') its iteration's samples again."""
     f = params.filter
@@ -241,13 +294,15 @@ def run(params: Params, iteration: int | str, root: Path = Path(".")) -> Counter
         setting = params.loop.threshold_of(str(iteration), f.threshold)
         tau = resolve_threshold(f, setting, scores)
         quantile_of = setting if f.threshold_kind == "quantile" else None
-    consistent, problems = None, None
-    if f.mode == "majority" and f.require_consistent:
+    consistent, problems, votes = None, None, None
+    if f.mode in ("majority", "agreement") and f.require_consistent:
         from stages.score import load_problems
 
         consistent = _consistency(params)
         problems = load_problems(root, "train") if consistent else None
-    kept, rejected = select(samples, scores, f, tau, consistent, problems, quantile_of)
+    if f.mode == "agreement":
+        votes = _votes(root, f, samples)
+    kept, rejected = select(samples, scores, f, tau, consistent, problems, quantile_of, votes)
     counts = Counter(r.filter_reason for r in rejected)
     counts["kept"] = len(kept)
     if not kept:

@@ -47,7 +47,7 @@ def workspace(tmp_path_factory):
 def test_repro_runs_the_whole_loop(workspace):
     proc = _run(["dvc", "repro"], workspace)
     ran = _stages_run(proc.stdout)
-    assert ran == ["problems", "base", "reward_model", "grow@1", "score@1", "filter@1", "improve@1", "evaluate"], ran
+    assert ran == ["problems", "base", "reward_model", "voters", "grow@1", "score@1", "filter@1", "improve@1", "evaluate"], ran
     assert (workspace / "metrics/summary.json").exists()
     assert (workspace / "data/iter1/kept.parquet").exists()
 
@@ -95,3 +95,21 @@ def test_next_as_experiment_and_exp_diff_shows_the_headline_moving(workspace):
 
     summary = json.loads(diff)["metrics"]["metrics/summary.json"]
     assert summary["iterations"] == {"old": 2, "new": 3, "diff": 1}
+
+
+def test_switching_to_the_agreement_filter_reruns_voters_and_filters_but_not_grow(workspace):
+    import yaml
+
+    raw = yaml.safe_load((workspace / "params.yaml").read_text())
+    # The base model, named as an external checkpoint, is the one voter (no training needed here).
+    raw["filter"].update(mode="agreement", voters={"seeds": [], "checkpoints": [str(workspace / "models/iter0")],
+                                                   "min_agree": None})
+    write_params(workspace / "params.yaml", raw)
+    ran = _stages_run(_run(["dvc", "repro"], workspace).stdout)
+    assert "voters" in ran and {"filter@1", "filter@2", "filter@3"} <= set(ran), ran
+    # Iteration 1's samples stand (later iterations sample from models trained on the new filter's output).
+    assert not {"problems", "base", "reward_model", "grow@1", "score@1"} & set(ran), ran
+    import json
+
+    rule = json.loads((workspace / "metrics/filter/iter1.json").read_text())["rule"]
+    assert rule.startswith("agreement;voters=1;min_agree=1")

@@ -13,7 +13,8 @@ PRESETS = sorted((REPO / "presets").glob("*.yaml"))
 
 
 def test_presets_exist():
-    assert {p.stem for p in PRESETS} >= {"rest-em", "rest", "rft", "raft", "easy-to-hard", "easy-to-hard-majority"}
+    assert {p.stem for p in PRESETS} >= {"rest-em", "rest", "rft", "raft", "easy-to-hard", "easy-to-hard-majority",
+                                       "easy-to-hard-agreement"}
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
@@ -48,6 +49,12 @@ def test_each_preset_uses_what_it_names():
     a = e2h.problems.arithmetic
     assert a.demo_digits.high == 4 and a.train_digits.high == 9 and max(a.test_sets.values()) == 9
     assert a.demo_count >= e2h.base.train.steps * e2h.base.train.batch_size  # each demonstration seen once
+    # The label-free variants differ from it only in the filter.
+    for name, mode in (("easy-to-hard-majority", "majority"), ("easy-to-hard-agreement", "agreement")):
+        variant = load_params(REPO / "presets" / f"{name}.yaml")
+        assert variant.filter.mode == mode
+        assert variant.model_dump(exclude={"filter"}) == e2h.model_dump(exclude={"filter"})
+    assert load_params(REPO / "presets" / "easy-to-hard-agreement.yaml").filter.voters.seeds == [1, 2]
 
 
 def test_preset_command_writes_a_valid_file(tmp_path):

@@ -1,0 +1,158 @@
+"""Stage `voters`: the other models of the label-free `agreement` filter, `models/voters/<name>`, and
+their greedy answer to every Grow-pool problem, `data/voters/{samples,scores}.parquet`, with how often
+the verifier agrees with each, `metrics/voters.json`.
+
+Voters come from params `filter.voters`: `seeds` trains one tiny model per seed with the `base`
+recipe (another initialisation and shuffle of the same demonstrations: `seed<N>`), and
+`checkpoints` links local Hugging Face folders (`ckpt<i>`, recorded by path and content hash, as
+`base.checkpoint` is). Each voter greedy-decodes every problem of `data/problems/train.parquet` once
+with Grow's engine and `grow.max_new_tokens`; the verifier extracts the answers. The filter then keeps
+a policy sample only when its answer is the one at least `min_agree` voters gave. The verifier's
+verdicts on the voters' answers are stored and reported, never used to decide.
+
+With another filter mode the stage only writes markers saying it is unused (and empty tables).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from schemas.errors import RestemError
+from schemas.io import atomic_dir, read_rows, write_json, write_rows
+from schemas.params import Params, load_params
+from schemas.tables import Problem, Sample, Score
+from stages.common import DATA, METRICS, MODELS, log, parse_args, problems_dir, stage_main
+from stages.engines import SamplingParams, set_threads
+
+VOTERS = "voters"
+PURPOSE = "vote"
+SORT = ["problem_id", "policy"]
+
+
+def voters_model_dir(root: Path = Path(".")) -> Path:
+    return root / MODELS / VOTERS
+
+
+def voters_data_dir(root: Path = Path(".")) -> Path:
+    return root / DATA / VOTERS
+
+
+def voter_names(params: Params) -> list[str]:
+    v = params.filter.voters
+    return [f"seed{s}" for s in v.seeds] + [f"ckpt{i + 1}" for i in range(len(v.checkpoints))]
+
+
+def _write_tables(root: Path, samples: list, scores: list, extra: dict | None = None) -> None:
+    with atomic_dir(voters_data_dir(root)) as tmp:
+        write_rows(tmp / "samples.parquet", Sample, samples, sort_by=SORT)
+        write_rows(tmp / "scores.parquet", Score, scores, sort_by=["problem_id", "sample_id"])
+        if extra is not None:
+            write_json(tmp / "unused.json", extra)
+
+
+def _write_unused(root: Path, why: str) -> None:
+    with atomic_dir(voters_model_dir(root)) as tmp:
+        write_json(tmp / "unused.json", {"unused": True, "why": why})
+    _write_tables(root, [], [], {"unused": True, "why": why})
+    write_json(root / METRICS / "voters.json", {"used": False})
+
+
+def build_voters(params: Params, root: Path) -> dict[str, Path]:
+    """Train or link every voter into models/voters/<name> (atomically, all or none); name -> folder."""
+    from stages.base import link_checkpoint, train_tiny
+
+    names = voter_names(params)
+    v = params.filter.voters
+    with atomic_dir(voters_model_dir(root)) as tmp:
+        for name, seed in zip(names, v.seeds):
+            train_tiny(params, root, tmp / name, seed, iteration=f"voter-{name}", label=f"voters: {name}")
+        for name, checkpoint in zip(names[len(v.seeds):], v.checkpoints):
+            try:
+                meta = link_checkpoint(checkpoint, tmp / name)
+            except RestemError as exc:
+                raise RestemError(f"filter.voters.checkpoints: {exc}") from None
+            log(f"voters: {name} is {meta.checkpoint} ({meta.model_hash})")
+        from stages.modeling import model_hash
+
+        seen: dict[str, str] = {}
+        for name in names:
+            h = model_hash(tmp / name)
+            if h in seen:
+                raise RestemError(f"filter.voters: {seen[h]} and {name} are the same model ({h}); a voter that "
+                                  "repeats another adds no independent vote: remove one")
+            seen[h] = name
+    return {name: voters_model_dir(root) / name for name in names}
+
+
+def answer(params: Params, folders: dict[str, Path], problems: list[dict]) -> tuple[list[Sample], list[Score]]:
+    """Each voter's greedy completion of every problem, and the verifier's reading of it."""
+    from stages import grow, score
+    from stages.modeling import model_hash
+
+    samples: list[Sample] = []
+    for name, folder in folders.items():
+        engine = grow.make_engine(params.grow.engine, folder, params.runtime.batch_size, params.runtime)
+        samples += grow.sample(engine, problems, 1, SamplingParams(0.0, params.grow.max_new_tokens), params.grow.seed,
+                               0, PURPOSE, model_hash(folder), label=f"voters: {name} answers")
+        del engine
+    rows = [s.model_dump() for s in samples]
+    views = {p["problem_id"]: score.problem_view(p) for p in problems}
+    scores = score.score_samples(params.score.verifier, rows, views, params.runtime.workers, params.score.timeout_s)
+    return samples, scores
+
+
+def run(params: Params, root: Path = Path(".")) -> dict:
+    if params.filter.mode != "agreement":
+        _write_unused(root, f"filter.mode is `{params.filter.mode}`")
+        log(f"voters: not used (filter.mode is `{params.filter.mode}`)")
+        return {"used": False}
+    set_threads(params.runtime.threads)
+    problems = read_rows(problems_dir(root) / "train.parquet", Problem)
+    folders = build_voters(params, root)
+    samples, scores = answer(params, folders, problems)
+    _write_tables(root, samples, scores)
+    from stages.modeling import model_hash
+
+    by_policy: dict[str, list[Score]] = {}
+    for s, sc in zip(samples, scores):
+        by_policy.setdefault(s.policy, []).append(sc)
+    summary: dict = {"used": True, "problems": len(problems), "min_agree": params.filter.voters.needed, "voters": {}}
+    for name, folder in folders.items():
+        rows = by_policy.get(model_hash(folder), [])
+        labelled = [r.correct for r in rows if r.correct is not None]
+        summary["voters"][name] = {
+            "model": model_hash(folder),
+            "answered": sum(1 for r in rows if r.extracted is not None),
+            # Reported so that the filter stays honest; the filter never reads it.
+            "verifier_accuracy": round(sum(labelled) / len(labelled), 6) if labelled else None,
+        }
+    write_json(root / METRICS / "voters.json", summary)
+    log("voters: " + ", ".join(f"{n} verifier-correct {v['verifier_accuracy']}" for n, v in summary["voters"].items()))
+    return summary
+
+
+def load_votes(root: Path) -> dict[str, list[tuple[str, str, dict]]]:
+    """problem_id -> [(voter policy hash, completion, score row)] from data/voters (empty when unused)."""
+    folder = voters_data_dir(root)
+    if (folder / "unused.json").is_file() or not (folder / "samples.parquet").is_file():
+        raise RestemError(f"{folder}: no voter answers; filter.mode `agreement` needs the `voters` stage "
+                          "(run `dvc repro`, or `restem voters`)")
+    samples = read_rows(folder / "samples.parquet", Sample)
+    scores = {s["sample_id"]: s for s in read_rows(folder / "scores.parquet", Score)}
+    votes: dict[str, list[tuple[str, str, dict]]] = {}
+    for s in samples:
+        if s["sample_id"] not in scores:
+            raise RestemError(f"{folder / 'scores.parquet'}: no score for voter sample {s['sample_id']}; "
+                              "rerun `voters`")
+        votes.setdefault(s["problem_id"], []).append((s["policy"], s["completion"], scores[s["sample_id"]]))
+    return votes
+
+
+@stage_main
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args("voters", __doc__, argv)
+    run(load_params(args.params))
+
+
+if __name__ == "__main__":
+    main()
