@@ -16,6 +16,8 @@ Modes (params: filter.mode); each decision is `(keep, reason)` and counts per re
 Then, in every mode: `require_valid_steps`, dedup (exact completions, or equal sequences of
 equations as in RFT), and the per-problem cap. Precision against the verifier (kept samples it calls
 correct) is reported whenever labels exist, so label-free filters and reward models stay honest.
+An empty kept set is an error, except in an iteration with `accumulate: true`: its Improve still has
+what earlier iterations kept (a label-free filter may find nothing it trusts at a new difficulty).
 """
 
 from __future__ import annotations
@@ -305,7 +307,8 @@ def run(params: Params, iteration: int | str, root: Path = Path(".")) -> Counter
     kept, rejected = select(samples, scores, f, tau, consistent, problems, quantile_of, votes)
     counts = Counter(r.filter_reason for r in rejected)
     counts["kept"] = len(kept)
-    if not kept:
+    entry = params.loop.iterations.get(str(iteration))
+    if not kept and not (entry is not None and entry.accumulate):
         raise RestemError(
             f"filter@{iteration}: no sample was kept out of {len(samples)} ({dict(counts)}); the policy solved "
             "nothing in the Grow pool: sample more (grow.samples_per_problem, grow.temperature), use easier "
@@ -323,6 +326,9 @@ def run(params: Params, iteration: int | str, root: Path = Path(".")) -> Counter
     summary = {"iteration": str(iteration), **report(kept, rejected, scores, rule_name(f, tau, quantile_of), tau)}
     write_json(root / METRICS / "filter" / f"iter{iteration}.json", summary)
     precision = summary["kept_precision"]
+    if not kept:  # an accumulating iteration trains on what earlier ones kept
+        log(f"filter@{iteration}: WARNING: no sample was kept out of {len(samples)} ({dict(counts)}); "
+            f"improve@{iteration} trains on the samples kept before (accumulate: true) and any replay")
     log(f"filter@{iteration}: kept {len(kept)} samples of {summary['kept_problems']} problems"
         + (f" (tau {tau:g})" if tau is not None else "")
         + (f", verifier-correct {precision:.3f}" if precision is not None else "")

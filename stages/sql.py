@@ -1,7 +1,8 @@
 """`restem sql "QUERY"`: DuckDB over every table of every iteration of a workspace.
 
 Views (see `SCHEMA_DOC`, printed by `restem sql --schema`):
-  problems, samples (grow and eval), scores (with `purpose`), kept, rejected, models (the
+  problems, samples (grow, eval and the agreement filter's voters), scores (with `purpose`), kept,
+  rejected, models (the
   `restem.json` files), metrics (the per-iteration JSON, one row per number), and `graded`
   (samples joined with their scores, whether kept and why dropped).
 Functions: `reasoning_path(completion)` (SQL macro: the sequence of equations of a solution),
@@ -48,10 +49,11 @@ METRICS_SCHEMA = pa.schema([
 SCHEMA_DOC = """\
 problems  (one row per task instance; not per iteration)
   problem_id, split ('demo'|'train'|'test'), subset, prompt, reference, solution, difficulty, source, meta (JSON)
-samples   (data/iter<i>/samples.parquet and data/eval/iter<i>/samples.parquet)
-  sample_id, problem_id, iteration, purpose ('grow'|'eval'), policy, engine, sample_index, seed,
+samples   (data/iter<i>/samples.parquet, data/eval/iter<i>/samples.parquet and data/voters/samples.parquet:
+           each voter's greedy answer, purpose 'vote', iteration 0, policy = the voter's model hash)
+  sample_id, problem_id, iteration, purpose ('grow'|'eval'|'vote'), policy, engine, sample_index, seed,
   temperature (eval greedy rows: 0), prompt, completion, finish_reason, prompt_tokens, completion_tokens
-scores    (one row per sample and verifier; `purpose` tells grow from eval scores)
+scores    (one row per sample and verifier; `purpose` tells grow, eval and vote scores apart)
   sample_id, problem_id, iteration, verifier, reward, correct, verdict, extracted, steps_valid, details (JSON), purpose
 kept      sample_id, problem_id, iteration, prompt, completion, reward, rule
 rejected  sample_id, problem_id, iteration, reward, filter_reason
@@ -108,6 +110,10 @@ def _iter_files(folder: Path, name: str) -> list[tuple[Optional[int], Path]]:
     return sorted(found)
 
 
+def _one_file(path: Path) -> list[tuple[Optional[int], Path]]:
+    return [(None, path)] if path.is_file() else []
+
+
 def discover(root: Path) -> Workspace:
     """Every table file under `root` (a workspace laid out as `dvc repro` writes it)."""
     root = Path(root)
@@ -121,6 +127,8 @@ def discover(root: Path) -> Workspace:
         "problems": [(None, p) for p in problems],
         "samples_grow": _iter_files(data, "samples.parquet"),
         "samples_eval": _iter_files(data / "eval", "samples.parquet"),
+        "samples_vote": _one_file(data / "voters" / "samples.parquet"),
+        "scores_vote": _one_file(data / "voters" / "scores.parquet"),
         "scores_grow": _iter_files(data, "scores.parquet"),
         "scores_eval": _iter_files(data / "eval", "scores.parquet"),
         "kept": _iter_files(data, "kept.parquet"),
@@ -226,11 +234,14 @@ def create_views(con, ws: Workspace) -> None:
     con.execute(f"CREATE OR REPLACE VIEW problems AS {_parquet_source(con, 'problems', f['problems'], arrow_schema(Problem))}")
     con.execute(f"""CREATE OR REPLACE VIEW samples AS
         {_parquet_source(con, 'samples_grow', f['samples_grow'], arrow_schema(Sample))}
-        UNION ALL {_parquet_source(con, 'samples_eval', f['samples_eval'], arrow_schema(Sample))}""")
+        UNION ALL {_parquet_source(con, 'samples_eval', f['samples_eval'], arrow_schema(Sample))}
+        UNION ALL {_parquet_source(con, 'samples_vote', f['samples_vote'], arrow_schema(Sample))}""")
     con.execute(f"""CREATE OR REPLACE VIEW scores AS
         SELECT {score_cols}, 'grow' AS purpose FROM ({_parquet_source(con, 'scores_grow', f['scores_grow'], arrow_schema(Score))})
         UNION ALL
-        SELECT {score_cols}, 'eval' AS purpose FROM ({_parquet_source(con, 'scores_eval', f['scores_eval'], arrow_schema(Score))})""")
+        SELECT {score_cols}, 'eval' AS purpose FROM ({_parquet_source(con, 'scores_eval', f['scores_eval'], arrow_schema(Score))})
+        UNION ALL
+        SELECT {score_cols}, 'vote' AS purpose FROM ({_parquet_source(con, 'scores_vote', f['scores_vote'], arrow_schema(Score))})""")
     con.execute(f"CREATE OR REPLACE VIEW kept AS {_parquet_source(con, 'kept', f['kept'], arrow_schema(Kept))}")
     con.execute(f"CREATE OR REPLACE VIEW rejected AS {_parquet_source(con, 'rejected', f['rejected'], arrow_schema(Rejected))}")
     con.register("_models", models_table(ws.files["models"]))
@@ -296,6 +307,7 @@ def run_query(con, query: str) -> pa.Table:
 _WANTED = [
     re.compile(r"^data/problems/[^/]+\.parquet$"),
     re.compile(r"^data/(eval/)?iter\d+/(samples|scores|kept|rejected)\.parquet$"),
+    re.compile(r"^data/voters/(samples|scores)\.parquet$"),
     re.compile(r"^models/iter\d+/restem\.json$"),
     re.compile(r"^metrics/iterations/iter\d+\.json$"),
 ]

@@ -210,3 +210,16 @@ def test_a_voter_checkpoint_that_is_not_a_model_names_the_param(trained_root, tm
     with pytest.raises(RestemError, match="filter.voters.checkpoints: .*no config.json"):
         voters.run(Params.model_validate(raw), tmp_path)
     assert not (tmp_path / "models" / "voters").exists()  # nothing half-written
+
+
+def test_sql_shows_the_voters_answers_beside_the_grow_samples(voted):
+    from stages.sql import connect
+
+    root, _, summary = voted
+    con = connect(root)
+    rows = con.execute("SELECT purpose, count(*), count(DISTINCT policy) FROM graded GROUP BY 1 ORDER BY 1").fetchall()
+    problems = summary["problems"]
+    assert ("vote", 2 * problems, 2) in rows and any(r[0] == "grow" for r in rows)
+    # A voter's accuracy by SQL is the one metrics/voters.json reports.
+    acc = dict(con.execute("SELECT policy, avg(correct::int) FROM graded WHERE purpose = 'vote' GROUP BY 1").fetchall())
+    assert sorted(round(a, 6) for a in acc.values()) == sorted(v["verifier_accuracy"] for v in summary["voters"].values())

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import REPO, write_params, pythonpath
 from schemas.errors import RestemError
-from schemas.io import write_rows
+from schemas.io import read_rows, write_rows
 from schemas.params import Params
 from schemas.tables import Sample, Score
 from stages import filter as filter_stage, improve, problems
@@ -89,6 +89,33 @@ def test_empty_kept_set_stops_filter_and_writes_nothing(tmp_path, tiny_params):
         filter_stage.run(tiny_params, 1, tmp_path)
     assert not (folder / "kept.parquet").exists() and not (folder / "rejected.parquet").exists()
     assert sorted(p.name for p in folder.iterdir()) == ["samples.parquet", "scores.parquet"]
+
+
+def test_an_accumulating_iteration_may_keep_nothing_and_trains_on_what_came_before(tmp_path, tiny_raw, trained_root):
+    import shutil
+
+    from schemas.tables import Kept, Rejected
+
+    tiny_raw["loop"]["iterations"] = {"1": {"prev": 0, "init": 0}, "2": {"prev": 1, "init": 1, "accumulate": True}}
+    params = Params.model_validate(tiny_raw)
+    folder = iter_dir(2, tmp_path)
+    write_rows(folder / "samples.parquet", Sample, [_sample(i).model_copy(update={"iteration": 2}) for i in range(4)],
+               sort_by=["sample_id"])
+    write_rows(folder / "scores.parquet", Score, [
+        Score(sample_id=f"s{i}", problem_id=f"p{i // 2}", iteration=2, verifier="v", reward=0.0, correct=False,
+              verdict="incorrect", extracted="1", steps_valid=None) for i in range(4)], sort_by=["sample_id"])
+    counts = filter_stage.run(params, 2, tmp_path)
+    assert counts["kept"] == 0 and counts["incorrect"] == 4
+    assert read_rows(folder / "kept.parquet", Kept) == [] and len(read_rows(folder / "rejected.parquet", Rejected)) == 4
+    assert json.loads((tmp_path / "metrics" / "filter" / "iter2.json").read_text())["kept"] == 0
+    # Improve then trains on what iteration 1 trained on.
+    root, _ = trained_root
+    shutil.copytree(root / "models" / "iter0", tmp_path / "models" / "iter1")
+    earlier = [Kept(sample_id=f"k{i}", problem_id=f"q{i}", iteration=1, prompt=f"{i}+1=", completion=f"{i + 1}",
+                    reward=1.0, rule="correct") for i in range(3)]
+    write_rows(iter_dir(1, tmp_path) / "train.parquet", Kept, earlier, sort_by=["sample_id"])
+    assert improve.run(params, 2, 1, tmp_path)["rows"] == 3
+    assert len(read_rows(folder / "train.parquet", Kept)) == 3
 
 
 def test_improve_on_empty_kept_table_is_an_error(tmp_path, tiny_params, trained_root):
