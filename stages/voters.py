@@ -10,14 +10,18 @@ with Grow's engine and `grow.max_new_tokens`; the verifier extracts the answers.
 a policy sample only when its answer is the one at least `min_agree` voters gave. The verifier's
 verdicts on the voters' answers are stored and reported, never used to decide.
 
+Each trained voter waits in `data/.voters-partial/` (named by a hash of its recipe and the
+demonstrations) until all are built, so a rerun after a crash or kill trains only the missing ones.
 With another filter mode the stage only writes markers saying it is unused (and empty tables).
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from schemas.errors import RestemError
+from schemas.hashing import content_hash
 from schemas.io import atomic_dir, read_rows, write_json, write_rows
 from schemas.params import Params, load_params
 from schemas.tables import Problem, Sample, Score
@@ -57,15 +61,39 @@ def _write_unused(root: Path, why: str) -> None:
     write_json(root / METRICS / "voters.json", {"used": False})
 
 
+def partial_dir(root: Path = Path(".")) -> Path:
+    """Where trained voters wait until every voter is done (DVC empties the stage's outputs on a rerun, not this)."""
+    return root / DATA / ".voters-partial"
+
+
+def _trained_voter(params: Params, root: Path, name: str, seed: int) -> Path:
+    """A tiny voter trained with `seed`, reused from a crashed or killed earlier run when its recipe and
+    demonstrations are the same (the folder name holds their hash)."""
+    from schemas.hashing import file_hash
+    from stages.base import train_tiny
+
+    recipe = params.base.model_copy(update={"train": params.base.train.model_copy(update={"seed": seed})})
+    key = content_hash("voter", recipe.model_dump(mode="json"), params.runtime.precision,
+                       file_hash(problems_dir(root) / "demos.parquet"))
+    folder = partial_dir(root) / f"{name}-{key}"
+    if (folder / "config.json").is_file():
+        log(f"voters: {name} was trained by an earlier run, reusing {folder}")
+    else:
+        train_tiny(params, root, folder, seed, iteration=f"voter-{name}", label=f"voters: {name}")
+    return folder
+
+
 def build_voters(params: Params, root: Path) -> dict[str, Path]:
-    """Train or link every voter into models/voters/<name> (atomically, all or none); name -> folder."""
-    from stages.base import link_checkpoint, train_tiny
+    """Train or link every voter into models/voters/<name> (atomically, all or none); name -> folder.
+    Each trained voter is kept aside as soon as it is done, so a rerun after a crash trains only the rest."""
+    from stages.base import link_checkpoint
 
     names = voter_names(params)
     v = params.filter.voters
+    trained = {name: _trained_voter(params, root, name, seed) for name, seed in zip(names, v.seeds)}
     with atomic_dir(voters_model_dir(root)) as tmp:
-        for name, seed in zip(names, v.seeds):
-            train_tiny(params, root, tmp / name, seed, iteration=f"voter-{name}", label=f"voters: {name}")
+        for name, folder in trained.items():
+            shutil.copytree(folder, tmp / name)
         for name, checkpoint in zip(names[len(v.seeds):], v.checkpoints):
             try:
                 meta = link_checkpoint(checkpoint, tmp / name)
@@ -81,6 +109,7 @@ def build_voters(params: Params, root: Path) -> dict[str, Path]:
                 raise RestemError(f"filter.voters: {seen[h]} and {name} are the same model ({h}); a voter that "
                                   "repeats another adds no independent vote: remove one")
             seen[h] = name
+    shutil.rmtree(partial_dir(root), ignore_errors=True)
     return {name: voters_model_dir(root) / name for name in names}
 
 

@@ -4,6 +4,7 @@ shows the `voters` stage really trains and links its voters and that the filter 
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 
@@ -223,3 +224,33 @@ def test_sql_shows_the_voters_answers_beside_the_grow_samples(voted):
     # A voter's accuracy by SQL is the one metrics/voters.json reports.
     acc = dict(con.execute("SELECT policy, avg(correct::int) FROM graded WHERE purpose = 'vote' GROUP BY 1").fetchall())
     assert sorted(round(a, 6) for a in acc.values()) == sorted(v["verifier_accuracy"] for v in summary["voters"].values())
+
+
+def test_a_rerun_after_a_failure_reuses_the_voters_already_trained(trained_root, tmp_path, monkeypatch):
+    from stages import base, voters
+
+    src, params = trained_root
+    shutil.copytree(src / "data" / "problems", tmp_path / "data" / "problems")
+    raw = params.model_dump(mode="json")
+    raw["base"]["train"]["epochs"] = 2  # the voter only has to exist here
+    raw["filter"].update(mode="agreement", voters={"seeds": [3], "checkpoints": [str(tmp_path / "not-yet")]})
+    with pytest.raises(RestemError, match="no config.json"):  # seed3 trained, then the checkpoint fails
+        voters.run(Params.model_validate(raw), tmp_path)
+    assert not (tmp_path / "models" / "voters").exists()
+    waiting = list(voters.partial_dir(tmp_path).glob("seed3-*"))
+    assert len(waiting) == 1 and (waiting[0] / "model.safetensors").is_file()
+    shutil.copytree(src / "models" / "iter0", tmp_path / "not-yet")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("seed3 was trained again")
+
+    monkeypatch.setattr(base, "train_tiny", no_training)
+    # Another recipe is another voter: it would be trained, not taken from the waiting folder.
+    other = copy.deepcopy(raw)
+    other["base"]["train"]["epochs"] = 3
+    with pytest.raises(AssertionError, match="trained again"):
+        voters.run(Params.model_validate(other), tmp_path)
+    summary = voters.run(Params.model_validate(raw), tmp_path)
+    assert set(summary["voters"]) == {"seed3", "ckpt1"}
+    assert (tmp_path / "models" / "voters" / "seed3" / "model.safetensors").is_file()
+    assert not voters.partial_dir(tmp_path).exists()
