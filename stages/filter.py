@@ -9,7 +9,8 @@ Modes (params: filter.mode); each decision is `(keep, reason)` and counts per re
 - `top_fraction` (RAFT): the best `fraction` of samples by reward, per prompt or over all prompts.
 - `best_of_n`: the `max_per_problem` highest-reward samples of each problem (reward > 0).
 - `majority` (label-free self-consistency): samples whose extracted answer is the majority answer of
-  their problem; the verifier's verdict is not used to decide, only to report precision.
+  their problem; the verifier's verdict is not used to decide, only to report precision. With
+  `require_consistent`, a sample failing the task's consistency check neither votes nor is kept.
 - `agreement` (label-free, across models): samples whose answer is the one at least `voters.min_agree`
   other models gave (default: all of them) when each answered the problem greedily (stage `voters`).
   Like `majority`, labels only measure it.
@@ -187,11 +188,11 @@ def select(samples: Sequence[dict], scores: Sequence[dict], f: FilterParams, tau
         else:  # majority, agreement
             problem = (problems or {}).get(problem_id, {"problem_id": problem_id, "prompt": rows[0][0]["prompt"]})
             if f.mode == "majority":
-                winner, why = _majority(usable, f, consistent, problem)
-                eligible = [(s, sc) for s, sc in usable if winner is not None and sc["extracted"] == winner]
-            else:  # the policy's inconsistent samples are dropped too
-                winner, why = _agreement(usable, f, consistent, problem, (votes or {}).get(problem_id, []))
-                eligible = [(s, sc) for s, sc in usable if s["sample_id"] not in why]
+                _, why = _majority(usable, f, consistent, problem)
+            else:
+                _, why = _agreement(usable, f, consistent, problem, (votes or {}).get(problem_id, []))
+            # The winning answer's samples, less any that fail the consistency check.
+            eligible = [(s, sc) for s, sc in usable if s["sample_id"] not in why]
             reason.update(why)
         if f.require_valid_steps:
             for s, sc in eligible:

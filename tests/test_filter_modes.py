@@ -115,11 +115,14 @@ def test_majority_vote_ignores_labels_and_reports_precision():
         ("b", 0, "b0", 1.0, True, "1"), ("b", 1, "b1", 0.0, False, "2"), ("b", 2, "b2", 1.0, True, "1"),
         ("b", 3, "b3", 0.0, False, "2"),
         ("c", 0, "bad", 1.0, True, "5"), ("c", 1, "c1", 1.0, True, "5"), ("c", 2, "c2", 0.0, False, "6"),
+        # Problem d: 4 wins; its inconsistent sample has the winning answer but is not kept.
+        ("d", 0, "d0", 1.0, True, "4"), ("d", 1, "d1", 1.0, True, "4"), ("d", 2, "bad", 1.0, True, "4"),
     ])
     check = lambda completion, problem: completion != "bad"  # noqa: E731
     kept, rejected = select(samples, scores, params(mode="majority", min_votes=2), consistent=check)
-    assert kept_ids(kept) == ["a-0", "a-2", "a-3"]
+    assert kept_ids(kept) == ["a-0", "a-2", "a-3", "d-0", "d-1"]
     r = reasons(rejected)
+    assert r["d-2"] == "inconsistent"
     assert r["a-1"] == "minority" and r["a-4"] == "no_majority"
     assert {r["b-0"], r["b-1"], r["b-2"], r["b-3"]} == {"no_majority"}
     assert r["c-0"] == "inconsistent" and r["c-1"] == "no_majority"  # 1 vote of 3 left: below min_votes
