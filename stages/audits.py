@@ -171,6 +171,17 @@ GROUP BY iteration, outcome
 ORDER BY iteration, outcome
 """
 
+PRECISION = """
+-- Kept samples the verifier calls correct, per iteration: the filter's precision. A label-free vote or a
+-- reward model may keep wrong samples; here the verifier only measures, it decided nothing.
+SELECT iteration, 'grow' AS purpose, count(*) AS kept, count(correct) AS labelled,
+       round(avg(correct::INTEGER), 6) AS kept_precision
+FROM graded
+WHERE purpose = 'grow' AND kept AND NOT is_reward_model(verifier)
+GROUP BY iteration
+ORDER BY iteration
+"""
+
 _RM_PAIRS = """
 WITH rm AS (
     SELECT sample_id, purpose, iteration, verifier AS reward_model, reward AS rm_score
@@ -249,6 +260,7 @@ AUDITS: dict[str, Audit] = {a.name: a for a in [
     Audit("coverage", "pass@1 vs pass@K, problems never solved or solved once", COVERAGE, COVERAGE_LIST),
     Audit("diversity", "distinct completions and reasoning paths per problem", DIVERSITY),
     Audit("filter", "kept and dropped samples by reason", FILTER),
+    Audit("precision", "kept samples the verifier calls correct (a filter's precision)", PRECISION),
     Audit("reward-model", "reward model against verifier", REWARD_MODEL, REWARD_MODEL_LIST,
           requires="SELECT count(*) FROM scores WHERE is_reward_model(verifier) OR reward_model IS NOT NULL",
           missing=_NO_REWARD_MODEL),
@@ -311,7 +323,7 @@ def write_plot_data(root: Path = Path(".")) -> list[Path]:
     - filter.csv: iteration, kept, dropped_<reason>... (samples per outcome)
     - solve_rates.csv: solve_rate (bin start, 0.0..1.0 in tenths), iter<i>... (grow problems per bin)
     - audit_rates.csv: iteration, pass_at_1, pass_at_k, wrong_reasoning_rate, kept_wrong_reasoning_rate,
-      distinct_paths (grow samples)
+      distinct_paths, kept_precision (grow samples)
     """
     root = Path(root)
     out = root / "metrics" / "plots"
@@ -337,10 +349,11 @@ def write_plot_data(root: Path = Path(".")) -> list[Path]:
 def _audit_rates(con) -> tuple[list[dict], list[str]]:
     by_iter: dict[int, dict] = {}
     columns = ["iteration", "pass_at_1", "pass_at_k", "wrong_reasoning_rate", "kept_wrong_reasoning_rate",
-               "distinct_paths"]
+               "distinct_paths", "kept_precision"]
     for sql, fields in ((COVERAGE, {"pass_at_1": "pass_at_1", "pass_at_k": "pass_at_k"}),
                         (WRONG_REASONING, {"rate": "wrong_reasoning_rate", "kept_rate": "kept_wrong_reasoning_rate"}),
-                        (DIVERSITY, {"distinct_paths": "distinct_paths"})):
+                        (DIVERSITY, {"distinct_paths": "distinct_paths"}),
+                        (PRECISION, {"kept_precision": "kept_precision"})):
         for r in run_query(con, sql).to_pylist():
             if r["purpose"] == "grow" and r["iteration"] is not None:
                 row = by_iter.setdefault(r["iteration"], {c: "" for c in columns} | {"iteration": r["iteration"]})

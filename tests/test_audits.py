@@ -99,6 +99,23 @@ def test_filter_report(workspace):
     assert rows[(2, "kept")]["share"] == pytest.approx(2 / 6, abs=1e-4)
 
 
+def test_precision_of_the_kept_samples(workspace):
+    rows = rows_by(audit(workspace, "precision"), "iteration")
+    assert {k[0]: (v["kept"], v["kept_precision"]) for k, v in rows.items()} == {1: (3, 1.0), 2: (2, 1.0)}
+    # A kept sample the verifier calls wrong (a label-free filter's mistake) lowers it.
+    path = workspace / "data/iter2/scores.parquet"
+    scores = read_rows(path, Score)
+    for s in scores:
+        if s["sample_id"] == "a1":
+            s.update(correct=False, reward=0.0, verdict="incorrect")
+    write_rows(path, Score, scores, ["sample_id"])
+    rows = rows_by(audit(workspace, "precision"), "iteration")
+    assert rows[(2,)]["kept_precision"] == 0.5 and rows[(1,)]["kept_precision"] == 1.0
+    write_plot_data(workspace)
+    rates = list(csv.DictReader((workspace / "metrics/plots/audit_rates.csv").open()))
+    assert [float(r["kept_precision"]) for r in rates] == [1.0, 0.5]
+
+
 def test_reward_model_absent_is_said_cleanly(workspace):
     result = audit(workspace, "reward-model")
     assert result.table.num_rows == 0 and "rm:" in result.note
