@@ -34,6 +34,11 @@ def link_checkpoint(checkpoint: str, out: Path) -> ModelMeta:
     return meta
 
 
+def tiny_recipe(params: Params, seed: int):
+    """The `base` section with its training seed replaced: what `train_tiny` trains with that seed."""
+    return params.base.model_copy(update={"train": params.base.train.model_copy(update={"seed": seed})})
+
+
 def train_tiny(params: Params, root: Path, out: Path, seed: int, iteration: int | str = 0,
                label: str = "base") -> ModelMeta:
     """Train the tiny Llama of `base.model` on the demonstrations with `base.train`, its seed replaced by
@@ -47,7 +52,7 @@ def train_tiny(params: Params, root: Path, out: Path, seed: int, iteration: int 
     if unknown:
         raise RestemError(f"demonstrations use characters the built-in tokenizer lacks: {unknown}; "
                           "point base.checkpoint at a model with its own tokenizer")
-    recipe = params.base.model_copy(update={"train": params.base.train.model_copy(update={"seed": seed})})
+    recipe = tiny_recipe(params, seed)
     model = build_model(tokenizer, recipe.model, seed)
     from stages.training import train_sft
 

@@ -95,8 +95,9 @@ def _usable(score: dict) -> bool:
 
 
 def _majority(rows: list[tuple[dict, dict]], f: FilterParams, consistent: Optional[Consistency],
-              problem: dict) -> tuple[Optional[str], dict[str, str]]:
-    """(winning answer or None, reason per dropped sample_id) for one problem's (sample, score) rows."""
+              problem: dict) -> dict[str, str]:
+    """Reason per dropped sample_id for one problem's (sample, score) rows: the samples not dropped are the
+    majority answer's."""
     reasons: dict[str, str] = {}
     votes: Counter = Counter()
     first: dict[str, int] = {}
@@ -109,7 +110,7 @@ def _majority(rows: list[tuple[dict, dict]], f: FilterParams, consistent: Option
             votes[sc["extracted"]] += 1
             first.setdefault(sc["extracted"], s["sample_index"])
     if not votes:
-        return None, reasons
+        return reasons
     top = max(votes.values())
     winner = min((a for a, v in votes.items() if v == top), key=lambda a: first[a])
     tied = sum(1 for v in votes.values() if v == top) > 1
@@ -119,12 +120,13 @@ def _majority(rows: list[tuple[dict, dict]], f: FilterParams, consistent: Option
         if s["sample_id"] not in reasons:
             reasons[s["sample_id"]] = "no_majority" if winner is None else (
                 "minority" if sc["extracted"] != winner else "")
-    return winner, {k: v for k, v in reasons.items() if v}
+    return {k: v for k, v in reasons.items() if v}
 
 
 def _agreement(rows: list[tuple[dict, dict]], f: FilterParams, consistent: Optional[Consistency], problem: dict,
-               votes: Sequence[tuple[str, str, dict]]) -> tuple[Optional[str], dict[str, str]]:
-    """(the voters' consensus answer or None, reason per dropped sample_id) for one problem. Each voter's
+               votes: Sequence[tuple[str, str, dict]]) -> dict[str, str]:
+    """Reason per dropped sample_id for one problem: the samples not dropped give the voters' consensus
+    answer and pass the consistency check (when it is required). Each voter's
     answer counts when it has one (and passes the consistency check when that is required); the consensus
     is the answer given by at least `min_agree` voters (the one with most votes if several are; a tie: none)."""
     check = consistent if f.require_consistent else None
@@ -134,7 +136,7 @@ def _agreement(rows: list[tuple[dict, dict]], f: FilterParams, consistent: Optio
             tally[sc["extracted"]] += 1
     reached = {a: n for a, n in tally.items() if n >= f.voters.needed}
     top = max(reached.values(), default=0)
-    best = sorted(a for a, n in reached.items() if n == top)
+    best = [a for a, n in reached.items() if n == top]
     winner = best[0] if len(best) == 1 else None
     reasons: dict[str, str] = {}
     for s, sc in rows:
@@ -144,7 +146,7 @@ def _agreement(rows: list[tuple[dict, dict]], f: FilterParams, consistent: Optio
             reasons[s["sample_id"]] = "no_agreement"
         elif sc["extracted"] != winner:
             reasons[s["sample_id"]] = "disagrees"
-    return winner, reasons
+    return reasons
 
 
 def select(samples: Sequence[dict], scores: Sequence[dict], f: FilterParams, tau: Optional[float] = None,
@@ -188,9 +190,9 @@ def select(samples: Sequence[dict], scores: Sequence[dict], f: FilterParams, tau
         else:  # majority, agreement
             problem = (problems or {}).get(problem_id, {"problem_id": problem_id, "prompt": rows[0][0]["prompt"]})
             if f.mode == "majority":
-                _, why = _majority(usable, f, consistent, problem)
+                why = _majority(usable, f, consistent, problem)
             else:
-                _, why = _agreement(usable, f, consistent, problem, (votes or {}).get(problem_id, []))
+                why = _agreement(usable, f, consistent, problem, (votes or {}).get(problem_id, []))
             # The winning answer's samples, less any that fail the consistency check.
             eligible = [(s, sc) for s, sc in usable if s["sample_id"] not in why]
             reason.update(why)

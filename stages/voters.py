@@ -70,10 +70,9 @@ def _trained_voter(params: Params, root: Path, name: str, seed: int) -> Path:
     """A tiny voter trained with `seed`, reused from a crashed or killed earlier run when its recipe and
     demonstrations are the same (the folder name holds their hash)."""
     from schemas.hashing import file_hash
-    from stages.base import train_tiny
+    from stages.base import tiny_recipe, train_tiny
 
-    recipe = params.base.model_copy(update={"train": params.base.train.model_copy(update={"seed": seed})})
-    key = content_hash("voter", recipe.model_dump(mode="json"), params.runtime.precision,
+    key = content_hash("voter", tiny_recipe(params, seed).model_dump(mode="json"), params.runtime.precision,
                        file_hash(problems_dir(root) / "demos.parquet"))
     folder = partial_dir(root) / f"{name}-{key}"
     if (folder / "config.json").is_file():
@@ -147,10 +146,11 @@ def run(params: Params, root: Path = Path(".")) -> dict:
         by_policy.setdefault(s.policy, []).append(sc)
     summary: dict = {"used": True, "problems": len(problems), "min_agree": params.filter.voters.needed, "voters": {}}
     for name, folder in folders.items():
-        rows = by_policy.get(model_hash(folder), [])
+        model = model_hash(folder)
+        rows = by_policy.get(model, [])
         labelled = [r.correct for r in rows if r.correct is not None]
         summary["voters"][name] = {
-            "model": model_hash(folder),
+            "model": model,
             "answered": sum(1 for r in rows if r.extracted is not None),
             # Reported so that the filter stays honest; the filter never reads it.
             "verifier_accuracy": round(sum(labelled) / len(labelled), 6) if labelled else None,
