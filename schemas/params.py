@@ -401,5 +401,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        lines = "\n  ".join(_describe(e) for e in exc.errors())
-        raise RestemError(f"{path}: invalid params:\n  {lines}") from None
+        raise RestemError(f"{path}: invalid params:\n  {describe_errors(exc)}") from None
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """Every problem of a validation error, one per line, each with its dotted key."""
+    return "\n  ".join(_describe(e) for e in exc.errors())

@@ -184,33 +184,26 @@ def append_iteration(path: Path, warm: bool) -> int:
     return last + 1
 
 
-PRESETS = Path(__file__).resolve().parent.parent / "presets"
-
-
 @app.command()
 def preset(
     name: str = typer.Argument("", help="preset name (see --list)"),
     output: Path = typer.Option(Path("params.yaml"), "--output", "-o", help="params file to write"),
     list_: bool = typer.Option(False, "--list", help="list the presets and what each follows"),
 ) -> None:
-    """Write a named params preset (rest-em, rest, rft, raft, ...) to params.yaml; then `dvc repro` or
-    `dvc exp run` runs it (`git checkout params.yaml` goes back)."""
-    files = sorted(PRESETS.glob("*.yaml"))
-    if list_ or not name:
-        for f in files:
-            first = f.read_text().splitlines()[0]
-            typer.echo(f"{f.stem:14s} {first.split('. ', 1)[-1]}")
-        return
-    source = PRESETS / f"{name}.yaml"
-    if not source.is_file():
-        _fail(RestemError(f"unknown preset {name!r}; choose one of {[f.stem for f in files]}"))
+    """Write a named params preset (rest-em, rest, rft, raft, ...) to params.yaml: the default params with the
+    preset's overlay (presets/NAME.yaml) merged in; then `dvc repro` or `dvc exp run` runs it."""
+    from schemas.io import write_text
+    from schemas.presets import description, load_preset, preset_names, render
+
     try:
-        _params(source)  # a preset that does not validate is never written
+        if list_ or not name:
+            for known in preset_names():
+                typer.echo(f"{known:24s} {description(known)}")
+            return
+        load_preset(name)  # a preset that does not validate is never written
+        write_text(output, render(name))
     except RestemError as exc:
         _fail(exc)
-    from schemas.io import write_text
-
-    write_text(output, source.read_text())
     typer.echo(f"wrote preset {name} to {output}; run `dvc repro` (or `dvc exp run -n {name}`)")
 
 
