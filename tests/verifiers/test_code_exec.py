@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from verifiers.code_exec import AppsVerifier, HumanEvalVerifier, Limits, Sandbox, SandboxPool, isolation_mode
+from verifiers.code_exec import AppsVerifier, HumanEvalVerifier, Limits, Sandbox, SandboxPool
+from verifiers.isolation import isolation_mode
 
 HUMANEVAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "humaneval" / "HumanEval.jsonl.gz"
 FAST = Limits(timeout_s=2.0)
