@@ -84,13 +84,22 @@ def python_hidden_from_others() -> bool:
     return any(_closed_ancestor(d) for d in _python_dirs())
 
 
-def _outermost_below(tops: tuple[str, ...] | list[str]) -> list[str]:
-    """The interpreter's folders that lie below one of `tops`, leaving out those inside another one."""
+def _binds_below(tops: list[str]) -> list[str]:
+    """bwrap arguments that bind the interpreter's folders lying below one of `tops` (fresh, empty
+    mounts) back, read-only, at their own paths. bwrap creates the folders between a top and a bind
+    as 0700; they are opened to 0755 so that `nobody` can reach the bind."""
+    args: list[str] = []
     bound: list[str] = []
     for d in _python_dirs():  # sorted, so a folder comes before the folders inside it
-        if any(d.startswith(t.rstrip("/") + "/") for t in tops) and not any(d.startswith(b + "/") for b in bound):
-            bound.append(d)
-    return bound
+        top = next((t.rstrip("/") for t in tops if d.startswith(t.rstrip("/") + "/")), None)
+        if top is None or any(d.startswith(b + "/") for b in bound):
+            continue
+        bound.append(d)
+        args += ["--ro-bind", d, d]
+        inner = d[len(top) + 1 :].split("/")[:-1]
+        for i in range(1, len(inner) + 1):
+            args += ["--chmod", "0755", top + "/" + "/".join(inner[:i])]
+    return args
 
 
 def _python_binds() -> list[str]:
@@ -101,15 +110,7 @@ def _python_binds() -> list[str]:
         top = _closed_ancestor(d)
         if top and top not in masked:
             masked.append(top)
-    args = [a for top in masked for a in ("--tmpfs", top)]
-    for d in _outermost_below(masked):
-        top = next(t for t in masked if d.startswith(t + "/"))
-        args += ["--ro-bind", d, d]
-        # bwrap creates the folders between the tmpfs and the bind as 0700; others must enter them.
-        inner = d[len(top) + 1 :].split("/")[:-1]
-        for i in range(1, len(inner) + 1):
-            args += ["--chmod", "0755", top + "/" + "/".join(inner[:i])]
-    return args
+    return [a for top in masked for a in ("--tmpfs", top)] + _binds_below(masked)
 
 
 def bwrap_prefix() -> list[str]:
@@ -122,8 +123,7 @@ def bwrap_prefix() -> list[str]:
         argv += ["--size", str(256 << 20)]
     argv += ["--tmpfs", SANDBOX_TMP]
     # An interpreter folder under a fresh mount (a venv or checkout in /tmp) would vanish: bind it back.
-    for d in _outermost_below(_FRESH_MOUNTS):
-        argv += ["--ro-bind", d, d]
+    argv += _binds_below(list(_FRESH_MOUNTS))
     argv += ["--chdir", SANDBOX_TMP]
     return argv
 
