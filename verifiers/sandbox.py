@@ -83,7 +83,7 @@ class Limits:
 @lru_cache(maxsize=1)
 def zygote_source() -> str:
     """The zygote's program text, shipped in this package and passed to `python -c`."""
-    return resources.files("verifiers").joinpath("_sandbox_zygote.py").read_text(encoding="utf-8")
+    return resources.files(__package__).joinpath("_sandbox_zygote.py").read_text(encoding="utf-8")
 
 
 class SandboxDied(Exception):
