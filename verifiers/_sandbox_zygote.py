@@ -3,10 +3,8 @@
 `Sandbox` starts it as `python -s -c <this file's text> <config json>`. It pre-imports common modules,
 drops privileges, then for each request read from stdin forks a child that runs one program under
 limits, kills whatever the program left running, clears what the program wrote, and answers on stdout
-(4-byte big-endian length, then JSON).
-
-Self-contained on purpose, standard library only: importing this project here would load pydantic and
-friends into every forked program. Importing this module has no side effects; only `main()` acts.
+(4-byte big-endian length, then JSON). Standard library only, on purpose: importing this project here
+would load pydantic and friends into every forked program. Importing it does nothing; `main()` acts.
 """
 
 import builtins
@@ -123,55 +121,53 @@ def sweep():
 
 
 def wipe(path, keep=()):
-    """Remove what programs wrote inside `path` (the folders in `keep` are emptied, not removed);
-    return how many entries went.
+    """Remove what programs wrote inside `path` (folders in `keep` are emptied, not removed); return
+    (entries removed, removals that failed).
 
-    Stays on `path`'s own file system: a mount point below it, such as the read-only bind of a
-    checkout or venv that lives under /tmp, is skipped whole, and the folders leading to it stay
-    because they are not empty. So the cost is what programs wrote, wherever the interpreter lives.
-    Iterative, so no nesting depth a program makes can exhaust the zygote's stack.
+    Stays on `path`'s own file system: a mount point below it (the read-only bind of a checkout or
+    venv under /tmp) is never entered or touched, nor are the folders leading to it. So the cost is
+    what programs wrote, wherever the interpreter lives. Iterative: no nesting depth can exhaust it.
     """
     try:
         device = os.lstat(path).st_dev
     except OSError:
-        return 0
-    removed, stack, folders = 0, [path], []
+        return 0, 0
+    removed = failed = 0
+    stack, folders, pinned = [path], [], set(keep)
     while stack:
         folder = stack.pop()
         folders.append(folder)
         try:
             entries = list(os.scandir(folder))
-        except PermissionError:  # a program's chmod 0 folder: it is ours (same user), open it up
-            try:
+        except OSError:
+            entries = []
+            try:  # a program's chmod 0 folder: it is ours (same user), open it up
                 os.chmod(folder, 0o700)
                 entries = list(os.scandir(folder))
             except OSError:
-                continue
-        except OSError:
-            continue
+                pass
         for entry in entries:
             try:
                 info = entry.stat(follow_symlinks=False)
+                if info.st_dev != device:  # a mount point: leave it and the folders that lead to it
+                    pinned.add(folder)
+                elif stat.S_ISDIR(info.st_mode):
+                    stack.append(entry.path)
+                else:
+                    os.unlink(entry.path)
+                    removed += 1
             except OSError:
-                continue
-            if info.st_dev != device:
-                continue  # another file system mounted here: a read-only bind of the host's
-            if stat.S_ISDIR(info.st_mode):
-                stack.append(entry.path)
-                continue
-            try:
-                os.unlink(entry.path)
-                removed += 1
-            except OSError:
-                pass
+                failed += 1
     for folder in reversed(folders[1:]):  # found after their parents, so removed before them
-        if folder not in keep:
-            try:
+        try:
+            if folder not in pinned:
                 os.rmdir(folder)
                 removed += 1
-            except OSError:
-                pass  # it leads to a mount point, or a program made it undeletable for us
-    return removed
+                continue
+        except OSError:
+            failed += 1
+        pinned.add(os.path.dirname(folder))
+    return removed, failed
 
 
 def set_limits(req):
@@ -293,7 +289,10 @@ def run(req):
     for d in (rundir, iodir):
         shutil.rmtree(d, ignore_errors=True)
     # Whatever else the program wrote: beside its run folder, and in the sandbox's own /tmp and /dev/shm.
-    wiped = sum(wipe(path, {WORK}) for path in CONF["wipe"])
+    wiped = failed = 0
+    for path in CONF["wipe"]:
+        removed, failures = wipe(path, {WORK})
+        wiped, failed = wiped + removed, failed + failures
     try:
         message = json.loads(payload.decode()) if payload else {}
     except ValueError:
@@ -301,7 +300,8 @@ def run(req):
     finished = message.get("nonce") == nonce and not timed_out
     result = {"finished": finished, "timed_out": timed_out, "value": message.get("value") if finished else None,
               "stdout": out, "stdout_truncated": out_cut, "stderr": err[-4000:], "seconds": round(elapsed, 4),
-              "stray_rounds": strays, "wiped": wiped}
+              "stray_rounds": strays, "wiped": wiped,
+              "wipe_failed": failed}
     if os.WIFEXITED(status):
         result["exit_code"] = os.WEXITSTATUS(status)
     elif os.WIFSIGNALED(status):
