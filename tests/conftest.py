@@ -11,6 +11,18 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+SLICES = REPO / "tests" / "data"
+
+
+def real_data(relative: str) -> Path:
+    """A real data file: the full set beside the project (`../shared/data`) when it is there, else the
+    small slice shipped in `tests/data` (its README says how it was cut), so a fresh clone runs the test."""
+    full = SHARED_DATA / relative
+    return full if full.exists() else SLICES / relative
+
+
+def is_slice(path: Path) -> bool:
+    return SLICES in path.parents
 
 
 def pythonpath() -> str:

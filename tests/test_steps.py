@@ -7,10 +7,10 @@ from fractions import Fraction
 
 import pytest
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import real_data
 from verifiers.steps import check_solution, safe_eval, step_errors, steps_valid
 
-GSM8K_SOLUTIONS = SHARED_DATA / "gsm8k" / "example_model_solutions.jsonl"
+GSM8K_SOLUTIONS = real_data("gsm8k/example_model_solutions.jsonl")
 
 
 @pytest.mark.parametrize("expr, value", [
@@ -105,8 +105,6 @@ def test_report_names_the_wrong_step():
 
 
 def _real_solutions() -> list[tuple[str, bool]]:
-    if not GSM8K_SOLUTIONS.exists():
-        pytest.skip(f"{GSM8K_SOLUTIONS} not present")
     out = []
     with GSM8K_SOLUTIONS.open() as f:
         for line in f:

@@ -1,19 +1,17 @@
-"""The gsm8k verifier against the 5,276 labelled model solutions of GSM8K's test set."""
+"""The gsm8k verifier against the 5,276 labelled model solutions of GSM8K's test set (the 168 of the
+slice in tests/data where the full set is not beside the project)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
-
+from tests.conftest import is_slice, real_data
 from verifiers.math_answer import GSM8KVerifier
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "gsm8k" / "example_model_solutions.jsonl"
+DATA = real_data("gsm8k/example_model_solutions.jsonl")
 KEYS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
 
 
-@pytest.mark.skipif(not DATA.exists(), reason=f"{DATA} not present")
 def test_agrees_with_is_correct_on_real_solutions():
     verifier = GSM8KVerifier()
     rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -24,7 +22,7 @@ def test_agrees_with_is_correct_on_real_solutions():
             verdict = verifier(row[key]["solution"], {"reference": row["ground_truth"]})
             if verdict.correct != row[key]["is_correct"]:
                 disagreements.append((i, key, row[key]["is_correct"], verdict.verdict, verdict.extracted))
-    assert total == 5276
+    assert total == (168 if is_slice(DATA) else 5276)
     for d in disagreements:
         print("disagreement: row %d %s is_correct=%s ours=%s extracted=%r" % d)
     agreement = 1 - len(disagreements) / total
