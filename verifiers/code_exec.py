@@ -144,7 +144,7 @@ class HumanEvalVerifier(_CodeVerifier):
     """HumanEval: prompt + completion + tests + check(entry_point) must run to the end."""
 
     name = "humaneval"
-    version = "1+sandbox"
+    version = "2+sandbox"  # 2: tracebacks in details start at the program (no sandbox frame)
 
     def _grade(self, box: Sandbox, item: tuple[str, Mapping[str, Any]]) -> Verdict:
         return grade_humaneval(box, item, self.limits)
@@ -154,7 +154,7 @@ class AppsVerifier(_CodeVerifier):
     """APPS: stdin/stdout programs, or call-based when `fn_name` is given; all test cases must pass."""
 
     name = "apps"
-    version = "1+sandbox"
+    version = "2+sandbox"  # 2: tracebacks in details start at the program (no sandbox frame)
 
     def _grade(self, box: Sandbox, item: tuple[str, Mapping[str, Any]]) -> Verdict:
         return grade_apps(box, item, self.limits)
