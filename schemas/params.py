@@ -128,12 +128,20 @@ class GrowParams(Section):
 
 
 class ScoreParams(Section):
-    verifier: Literal["arithmetic", "reversed_addition", "exact", "math", "gsm8k", "humaneval", "apps"] = Field(
-        description="verifier name")
+    verifier: str = Field(description="verifier name, one of the registry's (verifiers/base.py)")
     timeout_s: float = Field(default=10.0, gt=0, description="hard time limit per sample (per program for code)")
     reward: Literal["verifier", "model"] = Field(
         default="verifier", description="reward of a sample: the verifier's, or the reward model's score "
         "(the verifier's verdict is kept beside it)")
+
+    @field_validator("verifier")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        from verifiers.base import unknown_verifier, verifier_names
+
+        if value not in verifier_names():
+            raise ValueError(unknown_verifier(value))
+        return value
 
 
 class VotersParams(Section):

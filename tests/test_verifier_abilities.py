@@ -140,3 +140,33 @@ def test_declared_abilities_match_the_classes():
 def test_a_declared_step_check_fills_steps_valid(name, completion, problem):
     assert has_ability(name, STEPS)
     assert get_verifier(name)(completion, {**problem, "meta": {}}).steps_valid is True
+
+
+# ------------------------------------------------------------------ the registry is the one list of verifiers
+
+
+def test_every_registered_verifier_loads_and_says_its_own_name():
+    from verifiers.base import RUNS, get_verifier_entry, verifier_names
+
+    assert verifier_names() == sorted(_VERIFIERS)
+    for name in verifier_names():
+        entry = get_verifier_entry(name)
+        assert entry.runs in RUNS and entry.load().name == name
+
+
+def test_params_accept_exactly_the_registered_verifiers(tiny_raw, tmp_path):
+    from conftest import write_params
+    from schemas.params import load_params
+    from verifiers.base import verifier_names
+
+    for name in verifier_names():
+        tiny_raw["score"]["verifier"] = name
+        assert Params.model_validate(tiny_raw).score.verifier == name
+    tiny_raw["score"]["verifier"] = "gsm8K"
+    with pytest.raises(RestemError) as caught:
+        load_params(write_params(tmp_path / "params.yaml", tiny_raw))
+    message = str(caught.value)
+    assert "score.verifier: " in message and "unknown verifier 'gsm8K'" in message
+    assert all(repr(name) in message for name in verifier_names())
+    with pytest.raises(RestemError, match=r"unknown verifier 'nope'; choose one of \['apps', "):
+        get_verifier("nope")

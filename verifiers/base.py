@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Optional, Protocol
@@ -56,48 +57,69 @@ ABILITIES = {
 }
 
 
+# How a batch of samples is graded (verifiers/batch.py): in this process (pure, fast checks), in a pool
+# of worker processes with a hard timeout per sample (math), or in sandboxes (code that must be run).
+IN_PROCESS = "in_process"
+POOL = "pool"
+SANDBOX = "sandbox"
+RUNS = (IN_PROCESS, POOL, SANDBOX)
+
+
 @dataclass(frozen=True)
 class VerifierEntry:
-    """Where a verifier's class lives and which optional abilities it has."""
+    """One registered verifier: where its class lives, how a batch is run, and its optional abilities.
+    A SANDBOX class is built with a `code_exec.Limits` and grades through `score_batch`."""
 
     module: str
     cls: str
+    runs: str
     abilities: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         unknown = set(self.abilities) - set(ABILITIES)
         if unknown:
             raise ValueError(f"{self.module}.{self.cls}: unknown abilities {sorted(unknown)}; known: {sorted(ABILITIES)}")
+        if self.runs not in RUNS:
+            raise ValueError(f"{self.module}.{self.cls}: runs {self.runs!r} is not one of {RUNS}")
+
+    def load(self) -> type:
+        """The verifier class (its module is imported now, not when the registry is read)."""
+        import importlib
+
+        return getattr(importlib.import_module(self.module), self.cls)
 
 
-# name -> entry. Modules are imported only when their verifier is used, so scoring the
+# The one registry of verifiers: params (`score.verifier`), scoring, the filter's abilities and
+# `restem verify` all read it. Modules are imported only when their verifier is used, so scoring the
 # arithmetic task does not load math-verify or the sandbox.
 _VERIFIERS: dict[str, VerifierEntry] = {
-    "arithmetic": VerifierEntry("verifiers.arithmetic", "AdditionVerifier", frozenset({CONSISTENCY, STEPS})),
-    "reversed_addition": VerifierEntry("verifiers.reversed_addition", "ReversedAdditionVerifier",
+    "arithmetic": VerifierEntry("verifiers.arithmetic", "AdditionVerifier", IN_PROCESS, frozenset({CONSISTENCY, STEPS})),
+    "reversed_addition": VerifierEntry("verifiers.reversed_addition", "ReversedAdditionVerifier", IN_PROCESS,
                                        frozenset({CONSISTENCY, STEPS})),
-    "exact": VerifierEntry("verifiers.exact", "ExactAnswerVerifier"),
-    "math": VerifierEntry("verifiers.math_answer", "MathVerifier", frozenset({STEPS})),
-    "gsm8k": VerifierEntry("verifiers.math_answer", "GSM8KVerifier", frozenset({STEPS})),
-    "humaneval": VerifierEntry("verifiers.code_exec", "HumanEvalVerifier"),
-    "apps": VerifierEntry("verifiers.code_exec", "AppsVerifier"),
+    "exact": VerifierEntry("verifiers.exact", "ExactAnswerVerifier", IN_PROCESS),
+    "math": VerifierEntry("verifiers.math_answer", "MathVerifier", POOL, frozenset({STEPS})),
+    "gsm8k": VerifierEntry("verifiers.math_answer", "GSM8KVerifier", POOL, frozenset({STEPS})),
+    "humaneval": VerifierEntry("verifiers.code_exec", "HumanEvalVerifier", SANDBOX),
+    "apps": VerifierEntry("verifiers.code_exec", "AppsVerifier", SANDBOX),
 }
-# Pure, fast verifiers that are cheaper to run in-process than to ship to a pool.
-IN_PROCESS = frozenset({"arithmetic", "reversed_addition", "exact"})
-CODE = frozenset({"humaneval", "apps"})
 
 
 def _registry() -> dict[str, Callable[[], Verifier]]:
-    import importlib
+    """name -> a factory that imports the verifier's module and builds the verifier."""
+    return {name: functools.partial(_build, entry) for name, entry in _VERIFIERS.items()}
 
-    def factory(entry: VerifierEntry) -> Callable[[], Verifier]:
-        return lambda: getattr(importlib.import_module(entry.module), entry.cls)()
 
-    return {name: factory(entry) for name, entry in _VERIFIERS.items()}
+def _build(entry: VerifierEntry) -> Verifier:
+    return entry.load()()
 
 
 def verifier_names() -> list[str]:
-    return sorted(_registry())
+    return sorted(_VERIFIERS)
+
+
+def unknown_verifier(name: str) -> str:
+    """The message for a verifier name the registry does not have."""
+    return f"unknown verifier {name!r}; choose one of {verifier_names()}"
 
 
 def get_verifier(name: str) -> Verifier:
@@ -134,7 +156,7 @@ def consistency_check(name: str, key: str = "filter.require_consistent") -> Cons
 def get_verifier_entry(name: str) -> VerifierEntry:
     """The registry entry of verifier `name`; an unknown name is an error that lists the known ones."""
     if name not in _VERIFIERS:
-        raise RestemError(f"unknown verifier {name!r}; choose one of {sorted(_VERIFIERS)} (params.yaml: score.verifier)")
+        raise RestemError(f"{unknown_verifier(name)} (params.yaml: score.verifier)")
     return _VERIFIERS[name]
 
 
