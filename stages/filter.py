@@ -16,8 +16,8 @@ Modes (params: filter.mode); each decision is `(keep, reason)` and counts per re
 - `agreement` (label-free, across models): samples whose answer is the one at least `voters.min_agree`
   other models gave (default: all of them) when each answered the problem greedily (stage `voters`).
   Like `majority`, labels only measure it.
-Then, in every mode: `require_valid_steps`, dedup (exact completions, or equal sequences of
-equations as in RFT), and the per-problem cap. Precision against the verifier (kept samples it calls
+Then, in every mode: `require_valid_steps`, dedup (exact completions, or equal reasoning paths:
+sequences of equations as in RFT, the rule of verifiers/paths.py), and the per-problem cap. Precision against the verifier (kept samples it calls
 correct) is reported whenever labels exist, so label-free filters and reward models stay honest.
 An empty kept set is an error, except in an iteration with `accumulate: true`: its Improve still has
 what earlier iterations kept (a label-free filter may find nothing it trusts at a new difficulty).
@@ -26,7 +26,6 @@ what earlier iterations kept (a label-free filter may find nothing it trusts at 
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Optional, Sequence
@@ -37,26 +36,14 @@ from schemas.params import FilterParams, Params, load_params
 from schemas.tables import Kept, Rejected, Sample, Score
 from stages.common import METRICS, iter_dir, log, parse_args, stage_main
 from verifiers.base import STEPS, Consistency, consistency_check, require_ability
+from verifiers.paths import reasoning_path
 
 SORT = ["problem_id", "sample_id"]
 LABEL_FREE = ("majority", "agreement")
 
-# An equation: `<<48/2=24>>` (GSM8K calculator annotations) or a `,;`/newline-separated segment with `=`.
-_ANNOTATION = re.compile(r"<<([^<>]*=[^<>]*)>>")
-_SEGMENT = re.compile(r"[^,;\n]*=[^,;\n]*")
-
-
-def equations(completion: str) -> tuple[str, ...]:
-    """The sequence of equations in a completion, whitespace removed (RFT's notion of a reasoning path)."""
-    found = _ANNOTATION.findall(completion) or _SEGMENT.findall(completion)
-    return tuple(re.sub(r"\s+", "", e) for e in found if e.strip())
-
-
-def dedup_key(completion: str, how: str) -> str | tuple:
-    if how == "equations":
-        path = equations(completion)
-        return path if path else completion  # nothing to compare: fall back to the text
-    return completion
+def dedup_key(completion: str, how: str) -> str:
+    """What two samples of a problem must share to be duplicates: the text, or its reasoning path (RFT)."""
+    return reasoning_path(completion) if how == "equations" else completion
 
 
 def rule_name(f: FilterParams, tau: Optional[float] = None, quantile_of: Optional[float] = None) -> str:

@@ -5,8 +5,9 @@ Views (see `SCHEMA_DOC`, printed by `restem sql --schema`):
   rejected, models (the
   `restem.json` files), metrics (the per-iteration JSON, one row per number), and `graded`
   (samples joined with their scores, whether kept and why dropped).
-Functions: `reasoning_path(completion)` (SQL macro: the sequence of equations of a solution),
-`is_reward_model(verifier)` (SQL macro), `text_steps_valid(completion)` (Python: `verifiers.steps`).
+Functions: `reasoning_path(completion)` (Python: `verifiers.paths`, the filter's rule: the sequence of
+equations of a solution), `is_reward_model(verifier)` (SQL macro), `text_steps_valid(completion)`
+(Python: `verifiers.steps`).
 
 Parquet files are read in place (nothing is loaded until a query needs it), so queries over
 millions of rows stream. `--rev REV` reads a git revision or DVC experiment instead of the working
@@ -65,8 +66,9 @@ graded    samples joined with their scores (one row per sample and verifier):
   every samples column, verifier, reward, correct, verdict, extracted, steps_valid, details,
   kept (bool, grow rows), filter_reason (NULL when kept or eval)
 functions
-  reasoning_path(completion)  the solution's equations: calculator annotations <<...>> if any, else
-                              every `a op b = c` with spaces removed, joined by ' | '
+  reasoning_path(completion)  the solution's equations joined by ' | ' (calculator annotations <<...>> if
+                              any; the text when it has none): the filter's `dedup: equations` key
+                              (verifiers/paths.py; Python per row)
   is_reward_model(verifier)   true for score rows written by a reward model (verifier starts with 'rm:')
   text_steps_valid(completion) recheck a solution's arithmetic (verifiers/steps.py; slow: Python per row)
   text_step_errors(completion) the wrong steps it finds, as text (NULL when none)
@@ -204,14 +206,14 @@ def _parquet_source(con, name: str, paths: list[Path], schema: pa.Schema) -> str
 
 
 _MACROS = [
-    # Calculator annotations are the model's own record of its steps; without them, the plain
-    # `a op b = c` equations (an arithmetic scratchpad is a sequence of those) stand for the path.
-    r"""CREATE OR REPLACE MACRO reasoning_path(c) AS CASE
-          WHEN contains(c, '<<') THEN array_to_string(regexp_extract_all(c, '<<([^<>]*)>>', 1), ' | ')
-          ELSE array_to_string(regexp_extract_all(replace(c, ' ', ''),
-               '[0-9.]+(?:[-+*/x][0-9.]+)+=[0-9.]+'), ' | ') END""",
     "CREATE OR REPLACE MACRO is_reward_model(v) AS starts_with(v, 'rm:')",
 ]
+
+
+def _reasoning_path(completions: pa.Array) -> pa.Array:
+    from verifiers.paths import reasoning_paths  # the filter's `dedup: equations` rule, the same function
+
+    return pa.array(reasoning_paths(completions.to_pylist()), type=pa.string())
 
 
 def _text_steps_valid(completions: pa.Array) -> pa.Array:
@@ -259,7 +261,8 @@ def create_views(con, ws: Workspace) -> None:
                ON r.sample_id = s.sample_id AND s.purpose = 'grow'""")
     for macro in _MACROS:
         con.execute(macro)
-    for name, fn, result in (("text_steps_valid", _text_steps_valid, bool), ("text_step_errors", _text_step_errors, str)):
+    for name, fn, result in (("text_steps_valid", _text_steps_valid, bool), ("text_step_errors", _text_step_errors, str),
+                             ("reasoning_path", _reasoning_path, str)):
         try:
             con.create_function(name, fn, [str], result, type="arrow", null_handling="special", side_effects=False)
         except Exception:  # noqa: BLE001 - a rerun on the same connection: the function is already there
