@@ -8,13 +8,13 @@ What changes outputs lives in the stage sections (tracked by DVC); operational k
 from __future__ import annotations
 
 from pathlib import Path
-import re
 from typing import Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.errors import RestemError
+from schemas.refs import STEP_KEY, ref_order  # noqa: F401  (ref_order: imported from here by stages)
 
 
 class Section(BaseModel):
@@ -227,15 +227,6 @@ class EvaluateParams(Section):
 
 # A model of the loop: an iteration number (0 = the base) or a step key such as '1b' (see LoopParams).
 ModelRef = Union[int, str]
-STEP_KEY = re.compile(r"^(\d+)([a-z]+)$")
-
-
-def ref_order(ref: ModelRef) -> tuple[int, str]:
-    """Order of models in a run: 0, 1, 1b, 1c, 2, ..."""
-    if isinstance(ref, int) or str(ref).isdigit():
-        return int(ref), ""
-    m = STEP_KEY.match(str(ref))
-    return (int(m.group(1)), m.group(2)) if m else (10**9, str(ref))
 
 
 class PoolSlice(Section):
