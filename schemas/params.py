@@ -8,13 +8,13 @@ What changes outputs lives in the stage sections (tracked by DVC); operational k
 from __future__ import annotations
 
 from pathlib import Path
-import re
 from typing import Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.errors import RestemError
+from schemas.refs import STEP_KEY, ref_order  # noqa: F401  (ref_order: imported from here by stages)
 
 
 class Section(BaseModel):
@@ -128,12 +128,20 @@ class GrowParams(Section):
 
 
 class ScoreParams(Section):
-    verifier: Literal["arithmetic", "reversed_addition", "exact", "math", "gsm8k", "humaneval", "apps"] = Field(
-        description="verifier name")
+    verifier: str = Field(description="verifier name, one of the registry's (verifiers/base.py)")
     timeout_s: float = Field(default=10.0, gt=0, description="hard time limit per sample (per program for code)")
     reward: Literal["verifier", "model"] = Field(
         default="verifier", description="reward of a sample: the verifier's, or the reward model's score "
         "(the verifier's verdict is kept beside it)")
+
+    @field_validator("verifier")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        from verifiers.base import unknown_verifier, verifier_names
+
+        if value not in verifier_names():
+            raise ValueError(unknown_verifier(value))
+        return value
 
 
 class VotersParams(Section):
@@ -219,15 +227,6 @@ class EvaluateParams(Section):
 
 # A model of the loop: an iteration number (0 = the base) or a step key such as '1b' (see LoopParams).
 ModelRef = Union[int, str]
-STEP_KEY = re.compile(r"^(\d+)([a-z]+)$")
-
-
-def ref_order(ref: ModelRef) -> tuple[int, str]:
-    """Order of models in a run: 0, 1, 1b, 1c, 2, ..."""
-    if isinstance(ref, int) or str(ref).isdigit():
-        return int(ref), ""
-    m = STEP_KEY.match(str(ref))
-    return (int(m.group(1)), m.group(2)) if m else (10**9, str(ref))
 
 
 class PoolSlice(Section):

@@ -30,31 +30,45 @@ import typer
 
 from schemas.errors import RestemError
 from schemas.io import write_text
+from schemas.refs import ref_order
 from stages.sql import FORMATS, connect, open_workspace, render, run_query
 
 # Rows written by a reward model are not verdicts; every audit of verdicts leaves them out.
 _VERDICTS = "NOT is_reward_model(verifier) AND verdict IS NOT NULL"
+# The ReST steps' filters (ref '1b' and so on: not an iteration's own ref), by iteration.
+_STEP_FILTERS = """step_filters AS (
+    SELECT DISTINCT iteration, ref FROM (SELECT iteration, ref FROM kept UNION ALL SELECT iteration, ref FROM rejected)
+    WHERE ref <> iteration::VARCHAR
+)"""
 
 WRONG_REASONING = f"""
 -- Right answer, wrong reasoning: correct answers whose checkable steps are false.
 -- steps_valid comes from the verifier; only where it left it NULL is the text rechecked
 -- (verifiers/steps.py), so only those rows read the completion text.
+-- Grow rows appear once per filter of their iteration (its own, ref '1', and each ReST step, '1b'): the
+-- answers are the same samples, the kept columns are that filter's.
 WITH judged AS (
-    SELECT iteration, purpose, sample_id, steps_valid
+    SELECT iteration, ref, purpose, sample_id, steps_valid
     FROM scores
     WHERE correct AND {_VERDICTS}
 ), rechecked AS (
     SELECT j.sample_id, j.purpose, text_steps_valid(s.completion) AS ok
     FROM judged j JOIN samples s ON s.sample_id = j.sample_id AND s.purpose = j.purpose
     WHERE j.steps_valid IS NULL
+), {_STEP_FILTERS}, per_filter AS (
+    SELECT * FROM judged
+    UNION ALL
+    SELECT j.iteration, f.ref, j.purpose, j.sample_id, j.steps_valid
+    FROM judged j JOIN step_filters f ON j.purpose = 'grow' AND f.iteration = j.iteration
 ), marked AS (
-    SELECT j.iteration, j.purpose, coalesce(j.steps_valid, r.ok) AS steps_ok,
+    SELECT j.iteration, j.ref, j.purpose, coalesce(j.steps_valid, r.ok) AS steps_ok,
            CASE WHEN j.purpose = 'grow' THEN k.sample_id IS NOT NULL END AS kept
-    FROM judged j
+    FROM per_filter j
     LEFT JOIN rechecked r ON r.sample_id = j.sample_id AND r.purpose = j.purpose
-    LEFT JOIN (SELECT DISTINCT sample_id FROM kept) k ON k.sample_id = j.sample_id AND j.purpose = 'grow'
+    LEFT JOIN (SELECT DISTINCT sample_id, ref FROM kept) k
+           ON k.sample_id = j.sample_id AND k.ref = j.ref AND j.purpose = 'grow'
 )
-SELECT iteration, purpose,
+SELECT iteration, ref, purpose,
        count(*)                                              AS right_answers,
        count(steps_ok)                                       AS checkable,
        count(*) FILTER (WHERE NOT steps_ok)                  AS wrong_reasoning,
@@ -64,19 +78,19 @@ SELECT iteration, purpose,
        round(count(*) FILTER (WHERE kept AND NOT steps_ok)
              / nullif(count(steps_ok) FILTER (WHERE kept), 0), 4) AS kept_rate
 FROM marked
-GROUP BY iteration, purpose
-ORDER BY iteration, purpose
+GROUP BY iteration, ref, purpose
+ORDER BY iteration, ref, purpose
 """
 
 WRONG_REASONING_LIST = f"""
 -- The samples with a right answer and a wrong step, with the steps found wrong.
-SELECT iteration, purpose, sample_id, problem_id, kept, extracted,
+SELECT iteration, ref, purpose, sample_id, problem_id, kept, kept_by, extracted,
        CASE WHEN steps_valid IS NOT NULL THEN json_extract_string(details, '$.steps')
             ELSE text_step_errors(completion) END AS wrong_steps, completion
 FROM graded
 WHERE correct AND {_VERDICTS}
   AND NOT coalesce(steps_valid, text_steps_valid(completion))
-ORDER BY iteration, purpose, problem_id, sample_id
+ORDER BY iteration, ref, purpose, problem_id, sample_id
 """
 
 _PER_PROBLEM = f"""
@@ -84,22 +98,23 @@ WITH per_problem AS (
     -- scores has one verdict row per sample (and verifier), so rows count samples: no DISTINCT needed.
     -- pass@K uses sampled rows: greedy evaluation rows (temperature 0) are one fixed answer; only eval
     -- rows need the samples table, to tell those apart by their temperature
-    SELECT iteration, purpose, problem_id,
+    SELECT iteration, ref, purpose, problem_id,
            count(*)                          AS n,
            count(*) FILTER (WHERE correct)   AS c
     FROM scores
     WHERE {_VERDICTS}
       AND (purpose = 'grow'
            OR sample_id IN (SELECT sample_id FROM samples WHERE purpose = 'eval' AND temperature > 0))
-    GROUP BY iteration, purpose, problem_id
+    GROUP BY iteration, ref, purpose, problem_id
 )"""
 
 COVERAGE = _PER_PROBLEM + """,
 across AS (  -- every grow iteration together: solved in none, or in exactly one sample overall
-    SELECT NULL::BIGINT AS iteration, 'grow (all iterations)' AS purpose, problem_id, sum(n)::BIGINT AS n, sum(c)::BIGINT AS c
+    SELECT NULL::BIGINT AS iteration, NULL::VARCHAR AS ref, 'grow (all iterations)' AS purpose, problem_id,
+           sum(n)::BIGINT AS n, sum(c)::BIGINT AS c
     FROM per_problem WHERE purpose = 'grow' GROUP BY problem_id
 )
-SELECT iteration, purpose,
+SELECT iteration, ref, purpose,
        count(*)                              AS problems,
        max(n)                                AS k,
        round(avg(c / n), 4)                  AS pass_at_1,
@@ -107,8 +122,8 @@ SELECT iteration, purpose,
        count(*) FILTER (WHERE c = 0)         AS never_solved,
        count(*) FILTER (WHERE c = 1)         AS solved_once
 FROM (SELECT * FROM per_problem UNION ALL SELECT * FROM across)
-GROUP BY iteration, purpose
-ORDER BY iteration NULLS LAST, purpose
+GROUP BY iteration, ref, purpose
+ORDER BY iteration NULLS LAST, ref, purpose
 """
 
 COVERAGE_LIST = _PER_PROBLEM + """
@@ -127,7 +142,7 @@ DIVERSITY = f"""
 -- Distinct completions and distinct reasoning paths (the sequence of equations) per problem.
 -- Completions are compared by hash(); the path is computed once per distinct text, not per sample.
 WITH answers AS (  -- one row per verdict (per sample and verifier), with its completion's hash
-    SELECT c.iteration, c.purpose, c.problem_id, c.correct, s.completion_hash
+    SELECT c.iteration, c.ref, c.purpose, c.problem_id, c.correct, s.completion_hash
     FROM scores c
     JOIN (SELECT sample_id, purpose, hash(completion) AS completion_hash FROM samples) s USING (sample_id, purpose)
     WHERE {_VERDICTS}
@@ -136,19 +151,19 @@ WITH answers AS (  -- one row per verdict (per sample and verifier), with its co
     FROM samples
     GROUP BY completion_hash
 ), per_text AS (  -- each distinct completion of a problem: how many samples wrote it, any of them right
-    SELECT iteration, purpose, problem_id, completion_hash, count(*) AS samples, bool_or(correct) AS any_correct
+    SELECT iteration, ref, purpose, problem_id, completion_hash, count(*) AS samples, bool_or(correct) AS any_correct
     FROM answers
-    GROUP BY iteration, purpose, problem_id, completion_hash
+    GROUP BY iteration, ref, purpose, problem_id, completion_hash
 ), per_problem AS (
-    SELECT iteration, purpose, problem_id,
+    SELECT iteration, ref, purpose, problem_id,
            sum(samples)                                          AS n,
            count(*)                                              AS completions,
            count(DISTINCT path)                                  AS paths,
            count(DISTINCT path) FILTER (WHERE any_correct)       AS correct_paths
     FROM per_text JOIN texts USING (completion_hash)
-    GROUP BY iteration, purpose, problem_id
+    GROUP BY iteration, ref, purpose, problem_id
 )
-SELECT iteration, purpose,
+SELECT iteration, ref, purpose,
        count(*)                                 AS problems,
        round(avg(n), 3)                         AS samples_per_problem,
        round(avg(completions), 3)               AS distinct_completions,
@@ -156,38 +171,39 @@ SELECT iteration, purpose,
        round(avg(correct_paths), 3)             AS distinct_correct_paths,
        round(avg((paths = 1)::INT), 4)          AS share_one_path
 FROM per_problem
-GROUP BY iteration, purpose
-ORDER BY iteration, purpose
+GROUP BY iteration, ref, purpose
+ORDER BY iteration, ref, purpose
 """
 
 FILTER = """
--- Kept and dropped samples by reason, per iteration.
-SELECT iteration, outcome, count(*) AS samples,
-       round(count(*) / sum(count(*)) OVER (PARTITION BY iteration), 4) AS share
-FROM (SELECT iteration, 'kept' AS outcome FROM kept
+-- Kept and dropped samples by reason, per iteration and ReST step (ref '1b' filters iteration 1 again).
+SELECT iteration, ref, outcome, count(*) AS samples,
+       round(count(*) / sum(count(*)) OVER (PARTITION BY iteration, ref), 4) AS share
+FROM (SELECT iteration, ref, 'kept' AS outcome FROM kept
       UNION ALL
-      SELECT iteration, 'dropped: ' || filter_reason FROM rejected)
-GROUP BY iteration, outcome
-ORDER BY iteration, outcome
+      SELECT iteration, ref, 'dropped: ' || filter_reason FROM rejected)
+GROUP BY iteration, ref, outcome
+ORDER BY iteration, ref, outcome
 """
 
 PRECISION = """
 -- Kept samples the verifier calls correct, per iteration: the filter's precision. A label-free vote or a
 -- reward model may keep wrong samples; here the verifier only measures, it decided nothing.
-SELECT iteration, 'grow' AS purpose, count(*) AS kept, count(correct) AS labelled,
-       round(avg(correct::INTEGER), 6) AS kept_precision
-FROM graded
-WHERE purpose = 'grow' AND kept AND NOT is_reward_model(verifier)
-GROUP BY iteration
-ORDER BY iteration
+-- Per iteration and ReST step: a step ('1b') keeps some of its iteration's samples again.
+SELECT k.iteration, k.ref, 'grow' AS purpose, count(*) AS kept, count(c.correct) AS labelled,
+       round(avg(c.correct::INTEGER), 6) AS kept_precision
+FROM (SELECT DISTINCT sample_id, iteration, ref FROM kept) k
+JOIN scores c ON c.sample_id = k.sample_id AND c.purpose = 'grow' AND NOT is_reward_model(c.verifier)
+GROUP BY k.iteration, k.ref
+ORDER BY k.iteration, k.ref
 """
 
 _RM_PAIRS = """
 WITH rm AS (
-    SELECT sample_id, purpose, iteration, verifier AS reward_model, reward AS rm_score
+    SELECT sample_id, purpose, iteration, ref, verifier AS reward_model, reward AS rm_score
     FROM scores WHERE is_reward_model(verifier)
     UNION ALL  -- score rows whose reward came from `score.reward: model` (the verdict is in the same row)
-    SELECT sample_id, purpose, iteration, 'rm:' || reward_model, reward
+    SELECT sample_id, purpose, iteration, ref, 'rm:' || reward_model, reward
     FROM scores WHERE reward_model IS NOT NULL
 ), verdicts AS (
     SELECT sample_id, purpose, problem_id, verifier, correct
@@ -199,15 +215,15 @@ WITH rm AS (
 
 REWARD_MODEL = _RM_PAIRS + """,
 ranked AS (  -- average ranks of the scores (ties shared) for the Mann-Whitney AUC
-    SELECT *, rank() OVER g + (count(*) OVER (PARTITION BY iteration, purpose, reward_model, verifier, rm_score) - 1) / 2
+    SELECT *, rank() OVER g + (count(*) OVER (PARTITION BY iteration, ref, purpose, reward_model, verifier, rm_score) - 1) / 2
               AS score_rank
     FROM pairs
-    WINDOW g AS (PARTITION BY iteration, purpose, reward_model, verifier ORDER BY rm_score)
+    WINDOW g AS (PARTITION BY iteration, ref, purpose, reward_model, verifier ORDER BY rm_score)
 ), best AS (  -- best-of-n: is the sample the reward model ranks first for its problem correct?
-    SELECT iteration, purpose, reward_model, verifier, problem_id, arg_max(correct, rm_score) AS best_correct
+    SELECT iteration, ref, purpose, reward_model, verifier, problem_id, arg_max(correct, rm_score) AS best_correct
     FROM pairs GROUP BY ALL
 ), summary AS (
-    SELECT iteration, purpose, reward_model, verifier,
+    SELECT iteration, ref, purpose, reward_model, verifier,
            count(*) AS pairs,
            count(*) FILTER (WHERE correct) AS pos,
            count(*) FILTER (WHERE NOT correct) AS neg,
@@ -217,20 +233,20 @@ ranked AS (  -- average ranks of the scores (ties shared) for the Mann-Whitney A
            avg(correct::INT) AS pass_at_1
     FROM ranked GROUP BY ALL
 )
-SELECT s.iteration, s.purpose, s.reward_model, s.verifier, s.pairs, s.pos AS verifier_correct,
+SELECT s.iteration, s.ref, s.purpose, s.reward_model, s.verifier, s.pairs, s.pos AS verifier_correct,
        round(s.mean_score_correct, 4) AS mean_score_correct,
        round(s.mean_score_incorrect, 4) AS mean_score_incorrect,
        round((s.rank_sum - s.pos * (s.pos + 1) / 2) / nullif(s.pos * s.neg, 0), 4) AS auc,
        round(s.pass_at_1, 4) AS pass_at_1,
        round(avg(b.best_correct::INT), 4) AS best_of_n
-FROM summary s JOIN best b USING (iteration, purpose, reward_model, verifier)
+FROM summary s JOIN best b USING (iteration, ref, purpose, reward_model, verifier)
 GROUP BY ALL
-ORDER BY s.iteration, s.purpose, s.reward_model, s.verifier
+ORDER BY s.iteration, s.ref, s.purpose, s.reward_model, s.verifier
 """
 
 REWARD_MODEL_LIST = _RM_PAIRS + """
 -- Disagreements: the verifier's wrong answers the reward model scores highest.
-SELECT iteration, purpose, reward_model, verifier, sample_id, problem_id, rm_score, correct
+SELECT iteration, ref, purpose, reward_model, verifier, sample_id, problem_id, rm_score, correct
 FROM pairs WHERE NOT correct
 ORDER BY rm_score DESC, sample_id
 LIMIT 100
@@ -308,22 +324,22 @@ def _csv(rows: list[dict], columns: list[str]) -> str:
     return buf.getvalue()
 
 
-def _wide(rows: list[dict], key: str, column: str, value: str, fill=0) -> tuple[list[dict], list[str]]:
-    """Long rows (key, column, value) as one row per key with a column per distinct `column`."""
+def _wide(rows: list[dict], key: str, column: str, value: str, fill=0, order=None) -> tuple[list[dict], list[str]]:
+    """Long rows (key, column, value) as one row per key (sorted by `order`) with a column per distinct `column`."""
     columns = sorted({r[column] for r in rows})
     table: dict = {}
     for r in rows:
         table.setdefault(r[key], {key: r[key], **{c: fill for c in columns}})[r[column]] = r[value]
-    return [table[k] for k in sorted(table)], [key, *columns]
+    return [table[k] for k in sorted(table, key=order)], [key, *columns]
 
 
 def write_plot_data(root: Path = Path(".")) -> list[Path]:
     """Write the data of the DVC plots under `root/metrics/plots/`; returns the files written.
 
-    - filter.csv: iteration, kept, dropped_<reason>... (samples per outcome)
+    - filter.csv: iteration (or ReST step, e.g. 1b), kept, dropped_<reason>... (samples per outcome)
     - solve_rates.csv: solve_rate (bin start, 0.0..1.0 in tenths), iter<i>... (grow problems per bin)
     - audit_rates.csv: iteration, pass_at_1, pass_at_k, wrong_reasoning_rate, kept_wrong_reasoning_rate,
-      distinct_paths, kept_precision (grow samples)
+      distinct_paths, kept_precision (grow samples; a ReST step's row has only what its filter changes)
     """
     root = Path(root)
     out = root / "metrics" / "plots"
@@ -331,9 +347,9 @@ def write_plot_data(root: Path = Path(".")) -> list[Path]:
     try:
         q = lambda sql: run_query(con, sql).to_pylist()  # noqa: E731
         written = []
-        outcome = q("SELECT iteration, replace(replace(outcome, 'dropped: ', 'dropped_'), ' ', '_') AS outcome, "
+        outcome = q("SELECT ref AS iteration, replace(replace(outcome, 'dropped: ', 'dropped_'), ' ', '_') AS outcome, "
                     f"samples FROM ({FILTER})")
-        rows, cols = _wide(outcome, "iteration", "outcome", "samples")
+        rows, cols = _wide(outcome, "iteration", "outcome", "samples", order=ref_order)
         written.append(_write(out / "filter.csv", rows, cols))
         rates = q(f"""{_PER_PROBLEM}
             SELECT least(floor(c / n * 10) / 10, 1.0) AS solve_rate, 'iter' || iteration AS iteration, count(*) AS problems
@@ -347,7 +363,7 @@ def write_plot_data(root: Path = Path(".")) -> list[Path]:
 
 
 def _audit_rates(con) -> tuple[list[dict], list[str]]:
-    by_iter: dict[int, dict] = {}
+    by_ref: dict[str, dict] = {}  # keyed by ref: an iteration ('1') or a ReST step's filter ('1b')
     columns = ["iteration", "pass_at_1", "pass_at_k", "wrong_reasoning_rate", "kept_wrong_reasoning_rate",
                "distinct_paths", "kept_precision"]
     for sql, fields in ((COVERAGE, {"pass_at_1": "pass_at_1", "pass_at_k": "pass_at_k"}),
@@ -355,10 +371,10 @@ def _audit_rates(con) -> tuple[list[dict], list[str]]:
                         (DIVERSITY, {"distinct_paths": "distinct_paths"}),
                         (PRECISION, {"kept_precision": "kept_precision"})):
         for r in run_query(con, sql).to_pylist():
-            if r["purpose"] == "grow" and r["iteration"] is not None:
-                row = by_iter.setdefault(r["iteration"], {c: "" for c in columns} | {"iteration": r["iteration"]})
+            if r["purpose"] == "grow" and r["ref"] is not None:
+                row = by_ref.setdefault(r["ref"], {c: "" for c in columns} | {"iteration": r["ref"]})
                 row.update({ours: ("" if r[theirs] is None else r[theirs]) for theirs, ours in fields.items()})
-    return [by_iter[k] for k in sorted(by_iter)], columns
+    return [by_ref[k] for k in sorted(by_ref, key=ref_order)], columns
 
 
 def _write(path: Path, rows: list[dict], columns: list[str]) -> Path:

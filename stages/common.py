@@ -33,14 +33,14 @@ def model_dir(iteration: int | str, root: Path = Path(".")) -> Path:
 
 
 def model_ref(text: str) -> int | str:
-    """A model of the loop on the command line: an iteration number or a step key such as '1b'."""
-    from schemas.params import STEP_KEY
+    """A model of the loop on the command line: an iteration number or a step key such as '1b'
+    (schemas/refs.py parses it), in the int-or-str form the stages take."""
+    from schemas.refs import Ref
 
-    if text.isdigit():
-        return int(text)
-    if STEP_KEY.match(text):
-        return text
-    raise argparse.ArgumentTypeError(f"{text!r} is neither an iteration number nor a step key like '1b'")
+    try:
+        return Ref.parse(text).legacy()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def log(message: str) -> None:

@@ -1,8 +1,8 @@
 """`restem export`: kept samples as a Hugging Face data set folder, with a data card that records lineage.
 
 Input: a workspace (as `dvc repro` or `dvc pull` leaves it) and a selection: the kept samples of some
-iterations (`--iteration`, repeatable), of every iteration (`--all`), or any SQL over the `restem sql`
-views that returns a `sample_id` column (`--query`).
+iterations or ReST steps (`--iteration 1`, `--iteration 1b`, repeatable), of every iteration and step
+(`--all`), or any SQL over the `restem sql` views that returns a `sample_id` column (`--query`).
 
 Output folder (the layout `datasets.load_dataset` and the Hub read):
 
@@ -36,6 +36,7 @@ import yaml
 
 from schemas.errors import RestemError
 from schemas.io import atomic_dir, write_table, write_text
+from schemas.refs import Ref
 from stages.sql import connect, discover, run_query
 
 CONFIGS = ("prompt_completion", "messages")
@@ -57,9 +58,9 @@ _LICENSE_OF_SOURCE = {"arithmetic": "apache-2.0"}  # the embedded generator's pr
 
 @dataclass(frozen=True)
 class Selection:
-    """What to export: exactly one of `iterations` (None with all_=True means every one) or `query`."""
+    """What to export: exactly one of `iterations` (refs: 1, '1b'; None with all_=True means every one) or `query`."""
 
-    iterations: Optional[tuple[int, ...]] = None
+    iterations: Optional[tuple[Ref | int | str, ...]] = None
     all_: bool = False
     query: Optional[str] = None
 
@@ -73,8 +74,19 @@ class Selection:
 # ------------------------------------------------------------------------------------------ selection
 
 
-def _check_selection(sel: Selection, available: list[int]) -> Selection:
-    """Resolve `--all` to the iterations present; RestemError for an empty or contradictory choice."""
+def _refs(values) -> tuple[Ref, ...]:
+    try:
+        return tuple(sorted({Ref.parse(v) for v in values}))
+    except ValueError as exc:
+        raise RestemError(f"--iteration: {exc}") from None
+
+
+def _listing(refs) -> str:
+    return "[" + ", ".join(str(r) for r in refs) + "]"
+
+
+def _check_selection(sel: Selection, available: list[Ref]) -> Selection:
+    """Resolve `--all` to the iterations and steps present; RestemError for an empty or contradictory choice."""
     given = sum([bool(sel.iterations), sel.all_, bool(sel.query)])
     if given != 1:
         raise RestemError("choose what to export with exactly one of --iteration N (repeatable), --all, or "
@@ -84,12 +96,14 @@ def _check_selection(sel: Selection, available: list[int]) -> Selection:
     if not available:
         raise RestemError("no data/iter<i>/kept.parquet in this workspace; run `dvc repro` (or `dvc pull`) first")
     if sel.all_:
-        return Selection(iterations=tuple(available))
-    missing = sorted(set(sel.iterations) - set(available))
+        return Selection(iterations=tuple(sorted(available)))
+    wanted = _refs(sel.iterations)
+    missing = sorted(set(wanted) - set(available))
     if missing:
-        raise RestemError(f"iteration {missing[0]}: data/iter{missing[0]}/kept.parquet not found; iterations with "
-                          f"kept samples here: {available} (run `dvc repro` or `dvc pull` for the others)")
-    return Selection(iterations=tuple(sorted(set(sel.iterations))))
+        raise RestemError(f"iteration {missing[0]}: data/{missing[0].folder}/kept.parquet not found; iterations "
+                          f"and steps with kept samples here: {_listing(sorted(available))} (run `dvc repro` or "
+                          "`dvc pull` for the others)")
+    return Selection(iterations=wanted)
 
 
 _ROWS_SQL = """
@@ -101,7 +115,9 @@ sc AS (
          -- several verifiers: one false step check makes the reasoning wrong
          CASE WHEN bool_or(steps_valid = false) THEN false WHEN bool_or(steps_valid) THEN true END AS steps_valid
   FROM scores GROUP BY ALL),
-k AS (SELECT sample_id, any_value(rule) AS rule, any_value(reward) AS reward FROM kept GROUP BY 1),
+-- a sample kept by an iteration and by its ReST step: the first filter's rule in run order
+k AS (SELECT sample_id, arg_min(rule, ref) AS rule, arg_min(reward, ref) AS reward FROM kept
+      {kept_refs} GROUP BY 1),
 p AS (SELECT problem_id, any_value(difficulty) AS difficulty, any_value(source) AS source FROM problems GROUP BY 1)
 SELECT s.sample_id, s.problem_id, s.iteration, s.purpose, s.prompt, s.completion, s.policy, s.engine,
        s.temperature, s.seed, p.difficulty, p.source, sc.verifier, coalesce(k.reward, sc.score_reward) AS reward,
@@ -117,6 +133,10 @@ ORDER BY s.iteration, s.problem_id, s.sample_id
 """
 
 
+def _sql_refs(refs) -> str:
+    return ", ".join(f"'{r}'" for r in refs)  # a Ref prints as digits and letters only
+
+
 def select_rows(con, sel: Selection) -> list[dict]:
     """The exported rows with what the card needs (policy, engine, verifier, steps_valid, ...), sorted."""
     if sel.query:
@@ -124,11 +144,12 @@ def select_rows(con, sel: Selection) -> list[dict]:
         if "sample_id" not in probe.column_names:
             raise RestemError(f"--query must return a `sample_id` column; it returns {probe.column_names} "
                               "(e.g. --query \"SELECT sample_id FROM kept WHERE iteration = 2\")")
-        selection = f"SELECT sample_id FROM ({sel.query.strip().rstrip(';')})"
+        selection, kept_refs = f"SELECT sample_id FROM ({sel.query.strip().rstrip(';')})", ""
     else:
-        selection = f"SELECT sample_id FROM kept WHERE iteration IN ({', '.join(str(i) for i in sel.iterations)})"
+        kept_refs = f"WHERE ref IN ({_sql_refs(sel.iterations)})"
+        selection = f"SELECT sample_id FROM kept {kept_refs}"
     wanted = run_query(con, f"SELECT count(DISTINCT sample_id) AS n FROM ({selection})").column("n")[0].as_py()
-    rows = run_query(con, _ROWS_SQL.format(selection=selection)).to_pylist()
+    rows = run_query(con, _ROWS_SQL.format(selection=selection, kept_refs=kept_refs)).to_pylist()
     if not wanted:
         raise RestemError("the selection is empty: nothing to export" + (" (check the query with `restem sql`)"
                                                                           if sel.query else ""))
@@ -225,22 +246,25 @@ def lock_inputs(root: Path, paths: list[str]) -> tuple[dict, list[dict]]:
     return stage_params, found
 
 
-def _models(root: Path) -> dict[int, dict]:
+def _models(root: Path) -> dict[Ref, dict]:
     out = {}
-    for iteration, path in discover(root).files["models"]:
+    for ref, path in discover(root).files["models"]:
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             continue  # the card says "unknown" for a model it cannot read; export does not need models
-        out[iteration] = meta
+        out[ref] = meta
     return out
 
 
-def lineage(con, root: Path, rows: list[dict]) -> dict:
-    """Everything the card's body records, from the rows, the workspace tables, restem.json and dvc.lock."""
+def lineage(con, root: Path, rows: list[dict], sel: Optional[Selection] = None) -> dict:
+    """Everything the card's body records, from the rows, the workspace tables, restem.json and dvc.lock.
+    Sampling is told per Grow iteration; filtering per filter: each selected iteration and ReST step (a
+    query's rows: their iterations)."""
     iterations = sorted({r["iteration"] for r in rows})
+    refs = sorted(sel.iterations) if sel is not None and sel.iterations else [Ref(i) for i in iterations]
     models = _models(root)
-    by_hash = {m.get("model_hash"): i for i, m in models.items()}
+    by_hash = {m.get("model_hash"): r for r, m in models.items()}
     per_iter = []
     for it in iterations:
         its = [r for r in rows if r["iteration"] == it]
@@ -251,23 +275,37 @@ def lineage(con, root: Path, rows: list[dict]) -> dict:
             "temperatures": sorted({r["temperature"] for r in its}),
             "seeds": (min(r["seed"] for r in its), max(r["seed"] for r in its)),
             "exported": len(its),
+            # the models trained on this iteration's kept rows: its own, and those of its selected steps
+            "trained": [(r, models[r].get("model_hash")) for r in refs if r.iteration == it and r in models],
         })
-    iter_list = ", ".join(str(i) for i in iterations)
-    filt = run_query(con, f"""SELECT iteration, 'kept' AS reason, count(*) AS n FROM kept
-                              WHERE iteration IN ({iter_list}) GROUP BY ALL
-                              UNION ALL SELECT iteration, filter_reason, count(*) FROM rejected
-                              WHERE iteration IN ({iter_list}) GROUP BY ALL ORDER BY 1, 2""").to_pylist()
+    ref_list = _sql_refs(refs)
+    filt = run_query(con, f"""SELECT ref, 'kept' AS reason, count(*) AS n FROM kept
+                              WHERE ref IN ({ref_list}) GROUP BY ALL
+                              UNION ALL SELECT ref, filter_reason, count(*) FROM rejected
+                              WHERE ref IN ({ref_list}) GROUP BY ALL""").to_pylist()
+    con.register("_exported", pa.table({"sample_id": pa.array([r["sample_id"] for r in rows], pa.string())}))
+    exported = {r["ref"]: r["n"] for r in run_query(con, f"""SELECT ref, count(DISTINCT sample_id) AS n FROM kept
+                    WHERE ref IN ({ref_list}) AND sample_id IN (SELECT sample_id FROM _exported) GROUP BY 1""").to_pylist()}
+    per_filter = [{"ref": r, "counts": {x["reason"]: x["n"] for x in filt if x["ref"] == str(r)},
+                   # an iteration's own filter: its exported rows (as sampled); a step: those it kept
+                   "exported": (len([x for x in rows if x["iteration"] == r.iteration]) if not r.is_step
+                                else exported.get(str(r), 0))} for r in refs]
     paths = ["data/problems"]
-    for it in iterations:
-        paths += [f"data/iter{it}/{n}.parquet" for n in ("samples", "scores", "kept", "rejected")]
-    policy_iters = sorted({i for p in per_iter for _, i in p["policies"] if i is not None} | {0} | set(iterations))
-    paths += [f"models/iter{i}" for i in policy_iters if i in models]
+    for r in refs:
+        names = ("kept", "rejected") if r.is_step else ("samples", "scores", "kept", "rejected")
+        paths += [f"data/{r.folder}/{n}.parquet" for n in names]
+    policy_refs = {r for p in per_iter for _, r in p["policies"] if r is not None} | {Ref(0)} | set(refs)
+    paths += [f"models/{r.folder}" for r in sorted(policy_refs) if r in models]
     params, inputs = lock_inputs(root, paths)
     sources = sorted({r["source"] or "unknown" for r in rows})
     return {
-        "iterations": iterations, "per_iteration": per_iter, "models": models, "filter_counts": filt,
+        "iterations": iterations, "refs": refs, "per_iteration": per_iter, "per_filter": per_filter,
+        "models": models,
         "verifiers": sorted({r["verifier"] or "none" for r in rows}),
-        "rules": sorted({r["rule"] for r in rows if r["rule"]}),
+        # every selected filter's rule (a row kept by an iteration and its step carries the first one)
+        "rules": sorted({r["rule"] for r in rows if r["rule"]} | set(run_query(con, f"""SELECT DISTINCT rule
+                        FROM kept WHERE ref IN ({ref_list}) AND sample_id IN (SELECT sample_id FROM _exported)
+                        """).column("rule").to_pylist())),
         "purposes": sorted(Counter(r["purpose"] for r in rows).items()),
         "difficulty": sorted(Counter(r["difficulty"] for r in rows).items(),
                              key=lambda kv: (kv[0] is None, kv[0] or 0)),
@@ -339,7 +377,7 @@ def card_body(sel: Selection, lin: dict, split_counts: dict[str, int], name: str
     g = lin["git"]
     s = lin["steps"]
     wrong = s.get("false", 0)
-    base = models.get(0, {})
+    base = models.get(Ref(0), {})
     out = [f"# {name}", "",
            f"{total} supervised fine-tuning rows exported by `restem export` from a ReST-EM workspace: "
            f"{sel.describe()}. Every row keeps `sample_id` and `problem_id`, the content hashes that trace it "
@@ -375,25 +413,29 @@ def card_body(sel: Selection, lin: dict, split_counts: dict[str, int], name: str
             _table(["iteration", "policy checkpoint (model_hash)", "engine", "temperature", "seed range",
                     "rows exported", "model trained on this iteration's kept rows"],
                    [[p["iteration"],
-                     ", ".join(f"`{h}`" + (f" (models/iter{i})" if i is not None else "") for h, i in p["policies"]),
+                     ", ".join(f"`{h}`" + (f" (models/{r.folder})" if r is not None else "") for h, r in p["policies"]),
                      ", ".join(p["engines"]), ", ".join(str(t) for t in p["temperatures"]),
                      f"{p['seeds'][0]}–{p['seeds'][1]}", p["exported"],
-                     f"`{models[p['iteration']]['model_hash']}`" if p["iteration"] in models else None]
+                     ", ".join(f"`{h}`" + (f" (step {r})" if r.is_step else "") for r, h in p["trained"]) or None]
                     for p in per_iter]), "",
             "Params of each stage as recorded in dvc.lock:", ""]
     for p in per_iter:
         it = p["iteration"]
         for stage in ("grow", "score", "filter"):
             out.append(f"- `{stage}@{it}`: {_params_block(lin['stage_params'].get(f'{stage}@{it}', {}))}")
+    for r in lin["refs"]:
+        if r.is_step:
+            out.append(f"- `filter_step@{r}`: {_params_block(lin['stage_params'].get(f'filter_step@{r}', {}))}")
     if any(p == "eval" for p, _ in lin["purposes"]):
         out.append(f"- `evaluate`: {_params_block(lin['stage_params'].get('evaluate', {}))}")
-    reasons = sorted({r["reason"] for r in lin["filter_counts"]} - {"kept"})
-    counts = {(r["iteration"], r["reason"]): r["n"] for r in lin["filter_counts"]}
+    reasons = sorted({x for f in lin["per_filter"] for x in f["counts"]} - {"kept"})
+    steps = any(f["ref"].is_step for f in lin["per_filter"])
     out += ["", "### Counts", "", "Kept and dropped samples of each iteration, by reason (the whole iteration, "
-            "before any selection):", "",
+            "before any selection)" + ("; a ReST step (1b) filters its iteration's samples again, and its "
+                                       "`exported` counts the exported rows it kept" if steps else "") + ":", "",
             _table(["iteration", "kept"] + [f"dropped: {x}" for x in reasons] + ["exported"],
-                   [[p["iteration"], counts.get((p["iteration"], "kept"), 0)]
-                    + [counts.get((p["iteration"], x), 0) for x in reasons] + [p["exported"]] for p in per_iter]),
+                   [[str(f["ref"]), f["counts"].get("kept", 0)] + [f["counts"].get(x, 0) for x in reasons]
+                    + [f["exported"]] for f in lin["per_filter"]]),
             "", "Exported rows by problem difficulty:", "",
             _table(["difficulty", "rows"], [[d if d is not None else "none", n] for d, n in lin["difficulty"]]), "",
             "### Right answer, wrong reasoning", "",
@@ -446,7 +488,7 @@ def run(root: Path, out: Path, selection: Selection, *, force: bool = False, jso
     con = connect(root)
     try:
         rows = select_rows(con, sel)
-        lin = lineage(con, root, rows)
+        lin = lineage(con, root, rows, sel)
     finally:
         con.close()
     if license_ is None:
@@ -456,8 +498,8 @@ def run(root: Path, out: Path, selection: Selection, *, force: bool = False, jso
             print("warning: problems come from your own files; pass --license with the data's license "
                   "(the card says `unknown`)", file=sys.stderr)
     name = name or ("restem " + ("selection" if sel.query else "kept samples, iteration"
-                                 + ("s " if len(lin["iterations"]) > 1 else " ")
-                                 + ", ".join(str(i) for i in lin["iterations"])))
+                                 + ("s " if len(lin["refs"]) > 1 else " ")
+                                 + ", ".join(str(r) for r in lin["refs"])))
     by_split: dict[str, list[dict]] = {}
     for r in rows:
         by_split.setdefault(split_of(r["problem_id"], test_fraction), []).append(r)
@@ -480,9 +522,10 @@ def run(root: Path, out: Path, selection: Selection, *, force: bool = False, jso
 
 def export_command(
     output: Path = typer.Option(..., "--output", "-o", help="folder to write the data set to (new or empty)"),
-    iteration: Optional[list[int]] = typer.Option(None, "--iteration", "-i",
-                                                  help="export the kept samples of this iteration (repeatable)"),
-    all_: bool = typer.Option(False, "--all", help="export the kept samples of every iteration"),
+    iteration: Optional[list[str]] = typer.Option(None, "--iteration", "-i",
+                                                  help="export the kept samples of this iteration or ReST step, "
+                                                       "e.g. 2 or 1b (repeatable)"),
+    all_: bool = typer.Option(False, "--all", help="export the kept samples of every iteration and step"),
     query: Optional[str] = typer.Option(None, "--query", "-q",
                                         help="SQL over the `restem sql` views returning a sample_id column"),
     root: Path = typer.Option(Path("."), "--root", help="workspace folder"),

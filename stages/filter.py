@@ -10,12 +10,14 @@ Modes (params: filter.mode); each decision is `(keep, reason)` and counts per re
 - `best_of_n`: the `max_per_problem` highest-reward samples of each problem (reward > 0).
 - `majority` (label-free self-consistency): samples whose extracted answer is the majority answer of
   their problem; the verifier's verdict is not used to decide, only to report precision. With
-  `require_consistent`, a sample failing the task's consistency check neither votes nor is kept.
+  `require_consistent`, a sample failing the task's consistency check neither votes nor is kept. The
+  check is the verifier's declared ability (verifiers/base.py); asking for it (or for `require_valid_steps`)
+  with a verifier that lacks it is an error, never a silent pass.
 - `agreement` (label-free, across models): samples whose answer is the one at least `voters.min_agree`
   other models gave (default: all of them) when each answered the problem greedily (stage `voters`).
   Like `majority`, labels only measure it.
-Then, in every mode: `require_valid_steps`, dedup (exact completions, or equal sequences of
-equations as in RFT), and the per-problem cap. Precision against the verifier (kept samples it calls
+Then, in every mode: `require_valid_steps`, dedup (exact completions, or equal reasoning paths:
+sequences of equations as in RFT, the rule of verifiers/paths.py), and the per-problem cap. Precision against the verifier (kept samples it calls
 correct) is reported whenever labels exist, so label-free filters and reward models stay honest.
 An empty kept set is an error, except in an iteration with `accumulate: true`: its Improve still has
 what earlier iterations kept (a label-free filter may find nothing it trusts at a new difficulty).
@@ -24,36 +26,24 @@ what earlier iterations kept (a label-free filter may find nothing it trusts at 
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from schemas.errors import RestemError
 from schemas.io import atomic_dir, read_rows, write_json, write_rows
 from schemas.params import FilterParams, Params, load_params
 from schemas.tables import Kept, Rejected, Sample, Score
 from stages.common import METRICS, iter_dir, log, parse_args, stage_main
+from verifiers.base import STEPS, Consistency, consistency_check, require_ability
+from verifiers.paths import reasoning_path
 
 SORT = ["problem_id", "sample_id"]
-Consistency = Callable[[str, dict], bool]
+LABEL_FREE = ("majority", "agreement")
 
-# An equation: `<<48/2=24>>` (GSM8K calculator annotations) or a `,;`/newline-separated segment with `=`.
-_ANNOTATION = re.compile(r"<<([^<>]*=[^<>]*)>>")
-_SEGMENT = re.compile(r"[^,;\n]*=[^,;\n]*")
-
-
-def equations(completion: str) -> tuple[str, ...]:
-    """The sequence of equations in a completion, whitespace removed (RFT's notion of a reasoning path)."""
-    found = _ANNOTATION.findall(completion) or _SEGMENT.findall(completion)
-    return tuple(re.sub(r"\s+", "", e) for e in found if e.strip())
-
-
-def dedup_key(completion: str, how: str) -> str | tuple:
-    if how == "equations":
-        path = equations(completion)
-        return path if path else completion  # nothing to compare: fall back to the text
-    return completion
+def dedup_key(completion: str, how: str) -> str:
+    """What two samples of a problem must share to be duplicates: the text, or its reasoning path (RFT)."""
+    return reasoning_path(completion) if how == "equations" else completion
 
 
 def rule_name(f: FilterParams, tau: Optional[float] = None, quantile_of: Optional[float] = None) -> str:
@@ -102,7 +92,7 @@ def _majority(rows: list[tuple[dict, dict]], f: FilterParams, consistent: Option
     votes: Counter = Counter()
     first: dict[str, int] = {}
     for s, sc in rows:
-        if f.require_consistent and consistent is not None and not consistent(s["completion"], problem):
+        if consistent is not None and not consistent(s["completion"], problem):
             reasons[s["sample_id"]] = "inconsistent"
         elif sc["extracted"] is None:
             reasons[s["sample_id"]] = "no_majority"
@@ -129,7 +119,7 @@ def _agreement(rows: list[tuple[dict, dict]], f: FilterParams, consistent: Optio
     answer and pass the consistency check (when it is required). Each voter's
     answer counts when it has one (and passes the consistency check when that is required); the consensus
     is the answer given by at least `min_agree` voters (the one with most votes if several are; a tie: none)."""
-    check = consistent if f.require_consistent else None
+    check = consistent
     tally: Counter = Counter()
     for _voter, completion, sc in votes:
         if sc["extracted"] is not None and (check is None or check(completion, problem)):
@@ -162,6 +152,10 @@ def select(samples: Sequence[dict], scores: Sequence[dict], f: FilterParams, tau
         raise RestemError(f"{len(missing)} samples have no score (first: {missing[0]}); rerun `score`")
     if f.mode == "threshold" and tau is None:
         raise ValueError("threshold mode needs the resolved tau")
+    if needs_consistency(f) and consistent is None:
+        raise ValueError(f"{f.mode} mode with require_consistent needs the verifier's consistency check")
+    if not needs_consistency(f):
+        consistent = None
     groups: dict[str, list[tuple[dict, dict]]] = defaultdict(list)
     for s in sorted(samples, key=lambda r: (r["problem_id"], r["sample_index"], r["sample_id"])):
         groups[s["problem_id"]].append((s, by_id[s["sample_id"]]))
@@ -264,10 +258,19 @@ def report(kept: Sequence[Kept], rejected: Sequence[Rejected], scores: Sequence[
     return out
 
 
-def _consistency(params: Params) -> Optional[Consistency]:
-    from verifiers import get_verifier
+def needs_consistency(f: FilterParams) -> bool:
+    """Whether the filter applies the verifier's label-free consistency check (majority, agreement)."""
+    return f.mode in LABEL_FREE and f.require_consistent
 
-    return getattr(get_verifier(params.score.verifier), "consistent", None)
+
+def checks(params: Params) -> Optional[Consistency]:
+    """The verifier abilities the filter settings ask for: the consistency check it needs (None when it
+    needs none). A verifier without an ability that is asked for is an error naming the params key."""
+    if params.filter.require_valid_steps:
+        require_ability(params.score.verifier, STEPS, "filter.require_valid_steps")
+    if needs_consistency(params.filter):
+        return consistency_check(params.score.verifier, "filter.require_consistent")
+    return None
 
 
 def _votes(root: Path, f: FilterParams, samples: Sequence[dict]) -> dict[str, list[tuple[str, str, dict]]]:
@@ -289,6 +292,7 @@ def _votes(root: Path, f: FilterParams, samples: Sequence[dict]) -> dict[str, li
 def run(params: Params, iteration: int | str, root: Path = Path(".")) -> Counter:
     """Filter iteration `iteration`'s samples, or (a step key like '1b') its iteration's samples again."""
     f = params.filter
+    consistent = checks(params)  # before reading anything: a setting the verifier cannot honour is an error
     step = params.loop.steps.get(str(iteration))
     source = iter_dir(step.iteration if step else iteration, root)
     out_dir = iter_dir(iteration, root)
@@ -299,12 +303,11 @@ def run(params: Params, iteration: int | str, root: Path = Path(".")) -> Counter
         setting = params.loop.threshold_of(str(iteration), f.threshold)
         tau = resolve_threshold(f, setting, scores)
         quantile_of = setting if f.threshold_kind == "quantile" else None
-    consistent, problems, votes = None, None, None
-    if f.mode in ("majority", "agreement") and f.require_consistent:
+    problems, votes = None, None
+    if consistent is not None:
         from stages.score import load_problems
 
-        consistent = _consistency(params)
-        problems = load_problems(root, "train") if consistent else None
+        problems = load_problems(root, "train")
     if f.mode == "agreement":
         votes = _votes(root, f, samples)
     kept, rejected = select(samples, scores, f, tau, consistent, problems, quantile_of, votes)

@@ -5,8 +5,9 @@ Views (see `SCHEMA_DOC`, printed by `restem sql --schema`):
   rejected, models (the
   `restem.json` files), metrics (the per-iteration JSON, one row per number), and `graded`
   (samples joined with their scores, whether kept and why dropped).
-Functions: `reasoning_path(completion)` (SQL macro: the sequence of equations of a solution),
-`is_reward_model(verifier)` (SQL macro), `text_steps_valid(completion)` (Python: `verifiers.steps`).
+Functions: `reasoning_path(completion)` (Python: `verifiers.paths`, the filter's rule: the sequence of
+equations of a solution), `is_reward_model(verifier)` (SQL macro), `text_steps_valid(completion)`
+(Python: `verifiers.steps`).
 
 Parquet files are read in place (nothing is loaded until a query needs it), so queries over
 millions of rows stream. `--rev REV` reads a git revision or DVC experiment instead of the working
@@ -31,47 +32,54 @@ import typer
 
 from schemas.errors import RestemError
 from schemas.io import arrow_schema
+from schemas.refs import PATTERN as REF, Ref
 from schemas.tables import Kept, Problem, Rejected, Sample, Score
 
-_ITER_DIR = re.compile(r"^iter(\d+)$")
 FORMATS = ("table", "csv", "json")
 
 MODELS_SCHEMA = pa.schema([
     ("iteration", pa.int64()), ("model_hash", pa.string()), ("parent", pa.string()), ("checkpoint", pa.string()),
     ("training_data", pa.string()), ("params", pa.string()), ("train_steps", pa.int64()),
-    ("final_loss", pa.float64()), ("path", pa.string()),
+    ("final_loss", pa.float64()), ("path", pa.string()), ("ref", pa.string()),
 ])
 METRICS_SCHEMA = pa.schema([
     ("iteration", pa.int64()), ("model", pa.string()), ("subset", pa.string()), ("metric", pa.string()),
-    ("value", pa.float64()),
+    ("value", pa.float64()), ("ref", pa.string()),
 ])
 
 SCHEMA_DOC = """\
+Every view but problems ends with `ref`: the iteration or ReST step whose folder the row comes from, as
+params and the CLI write it ('0', '1', '1b'; NULL for the voters' rows). A step ('1b') filters its
+iteration's samples again: its kept/rejected rows carry iteration 1 and ref '1b'; its model, metrics and
+eval rows carry iteration 1 and ref '1b'. ORDER BY iteration, ref is run order.
 problems  (one row per task instance; not per iteration)
   problem_id, split ('demo'|'train'|'test'), subset, prompt, reference, solution, difficulty, source, meta (JSON)
 samples   (data/iter<i>/samples.parquet, data/eval/iter<i>/samples.parquet and data/voters/samples.parquet:
            each voter's greedy answer, purpose 'vote', iteration 0, policy = the voter's model hash)
   sample_id, problem_id, iteration, purpose ('grow'|'eval'|'vote'), policy, engine, sample_index, seed,
-  temperature (eval greedy rows: 0), prompt, completion, finish_reason, prompt_tokens, completion_tokens
+  temperature (eval greedy rows: 0), prompt, completion, finish_reason, prompt_tokens, completion_tokens, ref
 scores    (one row per sample and verifier; `purpose` tells grow, eval and vote scores apart)
-  sample_id, problem_id, iteration, verifier, reward, correct, verdict, extracted, steps_valid, details (JSON), purpose
-kept      sample_id, problem_id, iteration, prompt, completion, reward, rule
-rejected  sample_id, problem_id, iteration, reward, filter_reason
-models    (models/iter<i>/restem.json)
-  iteration, model_hash, parent, checkpoint, training_data, params (JSON), train_steps, final_loss, path
-metrics   (metrics/iterations/iter<i>.json, one row per number)
-  iteration, model, subset (test set; NULL for top-level numbers), metric (e.g. 'pass@1', 'maj@8'), value
+  sample_id, problem_id, iteration, verifier, reward, correct, verdict, extracted, steps_valid, details (JSON),
+  purpose, ref
+kept      sample_id, problem_id, iteration, prompt, completion, reward, rule, threshold, ref
+rejected  sample_id, problem_id, iteration, reward, filter_reason, ref
+models    (models/iter<ref>/restem.json)
+  iteration, model_hash, parent, checkpoint, training_data, params (JSON), train_steps, final_loss, path, ref
+metrics   (metrics/iterations/iter<ref>.json, one row per number)
+  iteration, model, subset (test set; NULL for top-level numbers), metric (e.g. 'pass@1', 'maj@8'), value, ref
 graded    samples joined with their scores (one row per sample and verifier):
   every samples column, verifier, reward, correct, verdict, extracted, steps_valid, details,
-  kept (bool, grow rows), filter_reason (NULL when kept or eval)
+  kept (bool, grow rows: kept by its own iteration's filter), filter_reason (NULL when kept or eval),
+  kept_by (grow rows: the refs whose filter kept it, e.g. ['1', '1b'])
 functions
-  reasoning_path(completion)  the solution's equations: calculator annotations <<...>> if any, else
-                              every `a op b = c` with spaces removed, joined by ' | '
+  reasoning_path(completion)  the solution's equations joined by ' | ' (calculator annotations <<...>> if
+                              any; the text when it has none): the filter's `dedup: equations` key
+                              (verifiers/paths.py; Python per row)
   is_reward_model(verifier)   true for score rows written by a reward model (verifier starts with 'rm:')
   text_steps_valid(completion) recheck a solution's arithmetic (verifiers/steps.py; slow: Python per row)
   text_step_errors(completion) the wrong steps it finds, as text (NULL when none)
 joins: samples.sample_id = scores.sample_id = kept.sample_id = rejected.sample_id;
-       problem_id to problems; iteration to models.iteration and metrics.iteration
+       problem_id to problems; ref to models.ref and metrics.ref (kept.ref: the model trained on it)
 """
 
 EXAMPLES = """\
@@ -81,6 +89,7 @@ restem sql "SELECT iteration, subset, value FROM metrics WHERE metric='pass@1' O
 restem sql "SELECT p.prompt, s.completion FROM graded s JOIN problems p USING (problem_id)
             WHERE s.correct AND s.steps_valid = false LIMIT 5"
 restem sql "SELECT filter_reason, count(*) FROM rejected GROUP BY 1" --rev my-experiment
+restem sql "SELECT ref, count(*) AS kept, min(threshold) AS tau FROM kept GROUP BY ref ORDER BY ref"
 """
 
 
@@ -89,28 +98,28 @@ restem sql "SELECT filter_reason, count(*) FROM rejected GROUP BY 1" --rev my-ex
 
 @dataclass(frozen=True)
 class Workspace:
-    """The files of a workspace, by view (each a list of (iteration or None, path))."""
+    """The files of a workspace, by view (each a list of (iteration or step ref, or None, path))."""
 
     root: Path
-    files: dict[str, list[tuple[Optional[int], Path]]]
+    files: dict[str, list[tuple[Optional[Ref], Path]]]
 
     def has_data(self) -> bool:
         return any(self.files.values())
 
 
-def _iter_files(folder: Path, name: str) -> list[tuple[Optional[int], Path]]:
-    """(iteration, folder/iter<i>/name) for every iteration folder that has the file, by iteration."""
+def _iter_files(folder: Path, name: str) -> list[tuple[Optional[Ref], Path]]:
+    """(ref, folder/iter<ref>/name) for every iteration or step folder that has the file, in run order."""
     if not folder.is_dir():
         return []
     found = []
     for child in folder.iterdir():
-        m = _ITER_DIR.match(child.name)
-        if m and (child / name).is_file():
-            found.append((int(m.group(1)), child / name))
+        ref = Ref.from_folder(child.name)
+        if ref is not None and (child / name).is_file():
+            found.append((ref, child / name))
     return sorted(found)
 
 
-def _one_file(path: Path) -> list[tuple[Optional[int], Path]]:
+def _one_file(path: Path) -> list[tuple[Optional[Ref], Path]]:
     return [(None, path)] if path.is_file() else []
 
 
@@ -121,7 +130,7 @@ def discover(root: Path) -> Workspace:
     problems = sorted((root / "data" / "problems").glob("*.parquet")) if (data / "problems").is_dir() else []
     metrics_dir = root / "metrics" / "iterations"
     metrics = sorted(
-        ((int(p.stem[4:]), p) for p in metrics_dir.glob("iter*.json") if p.stem[4:].isdigit()),
+        (Ref.from_folder(p.stem), p) for p in metrics_dir.glob("iter*.json") if Ref.from_folder(p.stem)
     ) if metrics_dir.is_dir() else []
     return Workspace(root, {
         "problems": [(None, p) for p in problems],
@@ -148,14 +157,24 @@ def _json_file(path: Path) -> dict:
         raise RestemError(f"{path}: not readable JSON ({exc}); rerun the stage that writes it (`dvc repro`)") from None
 
 
-def models_table(files: list[tuple[Optional[int], Path]]) -> pa.Table:
+def _ref_of(meta: dict, found: Ref, path: Path) -> Ref:
+    """The ref a restem.json or metrics JSON names (`iteration`: 1 or '1b'), else its folder's."""
+    try:
+        return Ref.parse(meta.get("iteration", found))
+    except ValueError:
+        raise RestemError(f"{path}: `iteration` is {meta.get('iteration')!r}, neither an iteration number nor a "
+                          "step key like '1b'; rerun the stage that writes it (`dvc repro`)") from None
+
+
+def models_table(files: list[tuple[Optional[Ref], Path]]) -> pa.Table:
     """One row per restem.json: its fields, params as JSON text, the length and last loss of its log."""
     rows = []
-    for iteration, path in files:
+    for found, path in files:
         meta = _json_file(path)
         log = meta.get("train_log") or []
+        ref = _ref_of(meta, found, path)
         rows.append({
-            "iteration": meta.get("iteration", iteration), "model_hash": meta.get("model_hash"),
+            "iteration": ref.iteration, "ref": str(ref), "model_hash": meta.get("model_hash"),
             "parent": meta.get("parent"), "checkpoint": meta.get("checkpoint"),
             "training_data": meta.get("training_data"),
             "params": json.dumps(meta.get("params") or {}, sort_keys=True),
@@ -165,20 +184,21 @@ def models_table(files: list[tuple[Optional[int], Path]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=MODELS_SCHEMA)
 
 
-def _metric_rows(iteration: int, model: Optional[str], subset: Optional[str], values: dict) -> list[dict]:
-    return [{"iteration": iteration, "model": model, "subset": subset, "metric": k, "value": float(v)}
+def _metric_rows(ref: Ref, model: Optional[str], subset: Optional[str], values: dict) -> list[dict]:
+    return [{"iteration": ref.iteration, "ref": str(ref), "model": model, "subset": subset, "metric": k,
+             "value": float(v)}
             for k, v in sorted(values.items()) if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
-def metrics_table(files: list[tuple[Optional[int], Path]]) -> pa.Table:
+def metrics_table(files: list[tuple[Optional[Ref], Path]]) -> pa.Table:
     """The per-iteration metrics JSON in long form: (iteration, model, subset, metric, value).
 
     Long form because metric names depend on params (`pass@8`, `maj@8`) and must not change the schema.
     """
     rows: list[dict] = []
-    for iteration, path in files:
+    for found, path in files:
         m = _json_file(path)
-        it, model = m.get("iteration", iteration), m.get("model")
+        it, model = _ref_of(m, found, path), m.get("model")
         rows += _metric_rows(it, model, None, m)
         for subset, values in sorted((m.get("test") or {}).items()):
             if isinstance(values, dict):
@@ -193,25 +213,37 @@ def _quote(text: str) -> str:
     return "'" + str(text).replace("'", "''") + "'"
 
 
-def _parquet_source(con, name: str, paths: list[Path], schema: pa.Schema) -> str:
-    """SQL that reads `paths` with the table's columns; an empty table of that schema when none exist."""
-    if not paths:
-        con.register(f"_empty_{name}", schema.empty_table())
-        return f"SELECT * FROM _empty_{name}"
-    files = ", ".join(_quote(p.as_posix()) for p in paths)
+def _parquet_source(con, name: str, files: list[tuple[Optional[Ref], Path]], schema: pa.Schema,
+                    with_ref: bool = True) -> str:
+    """SQL that reads `files` with the table's columns, and (`with_ref`) each file's ref ('1', '1b'; NULL
+    for a file of no iteration) as column `ref`; an empty table of that shape when there are no files."""
     columns = ", ".join(f'"{f.name}"' for f in schema)
-    return f"SELECT {columns} FROM read_parquet([{files}], union_by_name = true)"
+    ref = ", NULL::VARCHAR AS ref" if with_ref else ""
+    if not files:
+        con.register(f"_empty_{name}", schema.empty_table())
+        return f"SELECT {columns}{ref} FROM _empty_{name}"
+    if not with_ref:
+        paths = ", ".join(_quote(p.as_posix()) for _, p in files)
+        return f"SELECT {columns} FROM read_parquet([{paths}], union_by_name = true)"
+    # one scan per ref, each naming its ref: a step's rows (kept of '1b') carry its iteration's number
+    by_ref: dict[Optional[Ref], list[Path]] = {}
+    for r, p in files:
+        by_ref.setdefault(r, []).append(p)
+    return " UNION ALL ".join(
+        f"SELECT {columns}, {'NULL::VARCHAR' if r is None else _quote(str(r))} AS ref "
+        f"FROM read_parquet([{', '.join(_quote(p.as_posix()) for p in paths)}], union_by_name = true)"
+        for r, paths in by_ref.items())
 
 
 _MACROS = [
-    # Calculator annotations are the model's own record of its steps; without them, the plain
-    # `a op b = c` equations (an arithmetic scratchpad is a sequence of those) stand for the path.
-    r"""CREATE OR REPLACE MACRO reasoning_path(c) AS CASE
-          WHEN contains(c, '<<') THEN array_to_string(regexp_extract_all(c, '<<([^<>]*)>>', 1), ' | ')
-          ELSE array_to_string(regexp_extract_all(replace(c, ' ', ''),
-               '[0-9.]+(?:[-+*/x][0-9.]+)+=[0-9.]+'), ' | ') END""",
     "CREATE OR REPLACE MACRO is_reward_model(v) AS starts_with(v, 'rm:')",
 ]
+
+
+def _reasoning_path(completions: pa.Array) -> pa.Array:
+    from verifiers.paths import reasoning_paths  # the filter's `dedup: equations` rule, the same function
+
+    return pa.array(reasoning_paths(completions.to_pylist()), type=pa.string())
 
 
 def _text_steps_valid(completions: pa.Array) -> pa.Array:
@@ -229,37 +261,44 @@ def _text_step_errors(completions: pa.Array) -> pa.Array:
 
 def create_views(con, ws: Workspace) -> None:
     """Create every view of `SCHEMA_DOC` in the DuckDB connection `con`."""
-    f = {k: [p for _, p in v] for k, v in ws.files.items()}
+    f = ws.files
     score_cols = ", ".join(f'"{n}"' for n in arrow_schema(Score).names)
-    con.execute(f"CREATE OR REPLACE VIEW problems AS {_parquet_source(con, 'problems', f['problems'], arrow_schema(Problem))}")
+    con.execute(f"CREATE OR REPLACE VIEW problems AS "
+                f"{_parquet_source(con, 'problems', f['problems'], arrow_schema(Problem), with_ref=False)}")
     con.execute(f"""CREATE OR REPLACE VIEW samples AS
         {_parquet_source(con, 'samples_grow', f['samples_grow'], arrow_schema(Sample))}
         UNION ALL {_parquet_source(con, 'samples_eval', f['samples_eval'], arrow_schema(Sample))}
         UNION ALL {_parquet_source(con, 'samples_vote', f['samples_vote'], arrow_schema(Sample))}""")
-    con.execute(f"""CREATE OR REPLACE VIEW scores AS
-        SELECT {score_cols}, 'grow' AS purpose FROM ({_parquet_source(con, 'scores_grow', f['scores_grow'], arrow_schema(Score))})
-        UNION ALL
-        SELECT {score_cols}, 'eval' AS purpose FROM ({_parquet_source(con, 'scores_eval', f['scores_eval'], arrow_schema(Score))})
-        UNION ALL
-        SELECT {score_cols}, 'vote' AS purpose FROM ({_parquet_source(con, 'scores_vote', f['scores_vote'], arrow_schema(Score))})""")
+    con.execute("CREATE OR REPLACE VIEW scores AS " + " UNION ALL ".join(
+        f"SELECT {score_cols}, '{purpose}' AS purpose, ref "
+        f"FROM ({_parquet_source(con, f'scores_{purpose}', f[f'scores_{purpose}'], arrow_schema(Score))})"
+        for purpose in ("grow", "eval", "vote")))
     con.execute(f"CREATE OR REPLACE VIEW kept AS {_parquet_source(con, 'kept', f['kept'], arrow_schema(Kept))}")
     con.execute(f"CREATE OR REPLACE VIEW rejected AS {_parquet_source(con, 'rejected', f['rejected'], arrow_schema(Rejected))}")
     con.register("_models", models_table(ws.files["models"]))
     con.execute("CREATE OR REPLACE VIEW models AS SELECT * FROM _models")
     con.register("_metrics", metrics_table(ws.files["metrics"]))
     con.execute("CREATE OR REPLACE VIEW metrics AS SELECT * FROM _metrics")
+    # kept and filter_reason: the decision of the sample's own iteration (kept and rejected rows of the same
+    # ref as its samples file); a ReST step filters those samples again, and kept_by lists every filter
+    # (iteration or step) that kept the sample.
     con.execute("""CREATE OR REPLACE VIEW graded AS
         SELECT s.*, c.verifier, c.reward, c.correct, c.verdict, c.extracted, c.steps_valid, c.details,
                CASE WHEN s.purpose = 'grow' THEN k.sample_id IS NOT NULL END AS kept,
-               r.filter_reason
+               r.filter_reason,
+               CASE WHEN s.purpose = 'grow' THEN coalesce(b.kept_by, []) END AS kept_by
         FROM samples s
-        JOIN scores c ON c.sample_id = s.sample_id AND c.purpose = s.purpose
-        LEFT JOIN (SELECT DISTINCT sample_id FROM kept) k ON k.sample_id = s.sample_id AND s.purpose = 'grow'
-        LEFT JOIN (SELECT sample_id, any_value(filter_reason) AS filter_reason FROM rejected GROUP BY 1) r
-               ON r.sample_id = s.sample_id AND s.purpose = 'grow'""")
+        JOIN scores c ON c.sample_id = s.sample_id AND c.purpose = s.purpose AND c.ref IS NOT DISTINCT FROM s.ref
+        LEFT JOIN (SELECT DISTINCT sample_id, ref FROM kept) k
+               ON k.sample_id = s.sample_id AND k.ref = s.ref AND s.purpose = 'grow'
+        LEFT JOIN (SELECT sample_id, ref, any_value(filter_reason) AS filter_reason FROM rejected GROUP BY ALL) r
+               ON r.sample_id = s.sample_id AND r.ref = s.ref AND s.purpose = 'grow'
+        LEFT JOIN (SELECT sample_id, list(DISTINCT ref ORDER BY ref) AS kept_by FROM kept GROUP BY 1) b
+               ON b.sample_id = s.sample_id AND s.purpose = 'grow'""")
     for macro in _MACROS:
         con.execute(macro)
-    for name, fn, result in (("text_steps_valid", _text_steps_valid, bool), ("text_step_errors", _text_step_errors, str)):
+    for name, fn, result in (("text_steps_valid", _text_steps_valid, bool), ("text_step_errors", _text_step_errors, str),
+                             ("reasoning_path", _reasoning_path, str)):
         try:
             con.create_function(name, fn, [str], result, type="arrow", null_handling="special", side_effects=False)
         except Exception:  # noqa: BLE001 - a rerun on the same connection: the function is already there
@@ -306,10 +345,10 @@ def run_query(con, query: str) -> pa.Table:
 
 _WANTED = [
     re.compile(r"^data/problems/[^/]+\.parquet$"),
-    re.compile(r"^data/(eval/)?iter\d+/(samples|scores|kept|rejected)\.parquet$"),
+    re.compile(rf"^data/(eval/)?iter{REF}/(samples|scores|kept|rejected)\.parquet$"),
     re.compile(r"^data/voters/(samples|scores)\.parquet$"),
-    re.compile(r"^models/iter\d+/restem\.json$"),
-    re.compile(r"^metrics/iterations/iter\d+\.json$"),
+    re.compile(rf"^models/iter{REF}/restem\.json$"),
+    re.compile(rf"^metrics/iterations/iter{REF}\.json$"),
 ]
 
 

@@ -26,7 +26,7 @@ import typer
 from schemas.errors import RestemError
 from schemas.io import read_records as io_read_records, record_unit, write_table
 from stages.common import log
-from verifiers.base import Verdict, get_verifier, verifier_names
+from verifiers.base import Verdict, get_verifier, unknown_verifier, verifier_names
 from verifiers.batch import grade_batch
 
 REQUIRED = {
@@ -130,7 +130,7 @@ def run(verifier: str, input_path: Path, output_path: Path, workers: int = 0, ti
     Returns stats: rows, counts per verdict, timeouts, errors, seconds (and pool restarts/crashes).
     """
     if verifier not in verifier_names():
-        raise RestemError(f"unknown verifier {verifier!r}; choose one of {verifier_names()}")
+        raise RestemError(unknown_verifier(verifier))
     if timeout_s <= 0:
         raise RestemError(f"--timeout must be positive, got {timeout_s}")
     started = time.monotonic()

@@ -134,6 +134,10 @@ def run(params: Params, root: Path = Path(".")) -> dict:
         _write_unused(root, f"filter.mode is `{params.filter.mode}`")
         log(f"voters: not used (filter.mode is `{params.filter.mode}`)")
         return {"used": False}
+    if params.filter.require_consistent:  # the filter will ask for it: say so before training any voter
+        from verifiers.base import consistency_check
+
+        consistency_check(params.score.verifier, "filter.require_consistent")
     set_threads(params.runtime.threads)
     problems = read_rows(problems_dir(root) / "train.parquet", Problem)
     folders = build_voters(params, root)

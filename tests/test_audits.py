@@ -156,7 +156,7 @@ def test_cli_show_sql_unknown_name_and_formats(workspace):
     res = runner.invoke(cli(), ["audit", "nonsense", "--root", str(workspace)])
     assert res.exit_code == 2 and all(name in res.output for name in AUDITS)
     res = runner.invoke(cli(), ["audit", "filter", "--root", str(workspace), "--format", "csv"])
-    assert res.exit_code == 0 and res.stdout.splitlines()[0] == "iteration,outcome,samples,share"
+    assert res.exit_code == 0 and res.stdout.splitlines()[0] == "iteration,ref,outcome,samples,share"
     with pytest.raises(RestemError, match="no --list"):
         audit_sql("filter", listing=True)
 

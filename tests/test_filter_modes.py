@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from schemas.params import FilterParams
-from stages.filter import equations, quantile, report, resolve_threshold, select
+from stages.filter import quantile, report, resolve_threshold, select
 from verifiers.arithmetic import consistent, scratchpad
+from verifiers.paths import equations
 
 
 def table(rows):

@@ -170,3 +170,93 @@ def test_rule_names_the_quantile_of_each_step(rest_run):
     rule1 = read_rows(root / "data" / "iter1" / "kept.parquet", Kept)[0]["rule"]
     rule1b = read_rows(root / "data" / "iter1b" / "kept.parquet", Kept)[0]["rule"]
     assert "(q0.3)" in rule1 and "(q0.5)" in rule1b
+
+
+# ------------------------------------------------------------------ steps in restem sql, the audits and export
+
+
+def _evaluated(rest_run):
+    from stages import evaluate
+
+    root, params, _ = rest_run
+    if not (root / "metrics" / "iterations" / "iter1b.json").is_file():
+        evaluate.run(params, root)
+    return root
+
+
+def test_sql_views_tell_a_step_from_its_iteration(rest_run):
+    from stages.sql import connect, run_query
+
+    root = _evaluated(rest_run)
+    kept1b = {k["sample_id"] for k in read_rows(root / "data" / "iter1b" / "kept.parquet", Kept)}
+    kept1 = {k["sample_id"] for k in read_rows(root / "data" / "iter1" / "kept.parquet", Kept)}
+    con = connect(root)
+    q = lambda sql: run_query(con, sql).to_pylist()  # noqa: E731
+    assert q("SELECT ref, iteration, count(*) AS n FROM kept GROUP BY ALL ORDER BY ref") == [
+        {"ref": "1", "iteration": 1, "n": len(kept1)}, {"ref": "1b", "iteration": 1, "n": len(kept1b)}]
+    assert [r["ref"] for r in q("SELECT DISTINCT ref FROM rejected ORDER BY ref")] == ["1", "1b"]
+    models = q("SELECT iteration, ref, parent, model_hash FROM models ORDER BY iteration, ref")
+    assert [(m["iteration"], m["ref"]) for m in models] == [(0, "0"), (1, "1"), (1, "1b")]
+    assert models[2]["parent"] == models[1]["model_hash"]
+    assert {(r["iteration"], r["ref"]) for r in q("SELECT DISTINCT iteration, ref FROM metrics")} == {
+        (0, "0"), (1, "1"), (1, "1b")}
+    evals = q("SELECT ref, count(*) AS n FROM samples WHERE purpose = 'eval' GROUP BY 1 ORDER BY 1")
+    assert [r["ref"] for r in evals] == ["0", "1", "1b"] and len({r["n"] for r in evals}) == 1
+    # graded: one row per grow sample; `kept` is its own iteration's decision, kept_by every filter's
+    graded = q("SELECT sample_id, kept, filter_reason, kept_by FROM graded WHERE purpose = 'grow'")
+    assert len(graded) == len({g["sample_id"] for g in graded}) == 96
+    for g in graded:
+        assert g["kept"] == (g["sample_id"] in kept1) and (g["filter_reason"] is None) == g["kept"]
+        assert g["kept_by"] == [r for r, ids in (("1", kept1), ("1b", kept1b)) if g["sample_id"] in ids]
+    con.close()
+
+
+def test_audits_report_each_step_apart(rest_run):
+    from stages.audits import run_audit, write_plot_data
+    from stages.sql import connect
+
+    root = _evaluated(rest_run)
+    kept1b = read_rows(root / "data" / "iter1b" / "kept.parquet", Kept)
+    report = json.loads((root / "metrics" / "filter" / "iter1b.json").read_text())
+    con = connect(root)
+    rows = run_audit(con, "filter").table.to_pylist()
+    step = {r["outcome"]: r["samples"] for r in rows if r["ref"] == "1b"}
+    assert step["kept"] == len(kept1b) and sum(step.values()) == report["samples"]
+    assert {r["ref"] for r in rows} == {"1", "1b"}  # not one pooled iteration 1
+    precision = {r["ref"]: r for r in run_audit(con, "precision").table.to_pylist()}
+    assert precision["1b"]["kept"] == len(kept1b) and precision["1b"]["kept_precision"] == report["kept_precision"]
+    coverage = {(r["ref"], r["purpose"]) for r in run_audit(con, "coverage").table.to_pylist()}
+    assert {("1", "eval"), ("1b", "eval"), ("1", "grow")} <= coverage
+    wrong = {(r["ref"], r["purpose"]): r for r in run_audit(con, "wrong-reasoning").table.to_pylist()}
+    assert wrong[("1b", "grow")]["right_answers"] == wrong[("1", "grow")]["right_answers"]  # the same samples
+    assert wrong[("1b", "grow")]["kept"] <= len(kept1b)
+    con.close()
+    write_plot_data(root)
+    lines = (root / "metrics" / "plots" / "filter.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in lines] == ["iteration", "1", "1b"]
+    assert lines[2].split(",")[-1] == str(len(kept1b))
+
+
+def test_export_a_step(rest_run, tmp_path):
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+    import typer
+
+    from stages.export import export_command
+
+    root = _evaluated(rest_run)
+    kept1b = sorted(k["sample_id"] for k in read_rows(root / "data" / "iter1b" / "kept.parquet", Kept))
+    app = typer.Typer()
+    app.command("export")(export_command)
+    app.command("other")(lambda: None)
+    runner = CliRunner()
+    res = runner.invoke(app, ["export", "--root", str(root), "-i", "1b", "-o", str(tmp_path / "step")])
+    assert res.exit_code == 0, res.output
+    rows = pq.read_table(tmp_path / "step" / "prompt_completion" / "train-00000-of-00001.parquet").to_pylist()
+    assert sorted(r["sample_id"] for r in rows) == kept1b and {r["iteration"] for r in rows} == {1}
+    card = (tmp_path / "step" / "README.md").read_text()
+    assert "kept samples, iteration 1b" in card and "(q0.5)" in card and "(q0.3)" not in card
+    assert "`data/iter1b/kept.parquet`" in card and "`models/iter1b`" in card
+    bad = runner.invoke(app, ["export", "--root", str(root), "-i", "1c", "-o", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "iteration 1c: data/iter1c/kept.parquet not found" in bad.output
+    assert "[1, 1b]" in bad.output and not (tmp_path / "x").exists()

@@ -119,11 +119,11 @@ def test_verifier_verdicts():
 
 def test_registered():
     from schemas.params import ScoreParams
-    from verifiers.base import IN_PROCESS, get_verifier, score_all
+    from verifiers.base import IN_PROCESS, get_verifier, get_verifier_entry, score_all
 
     v = get_verifier("reversed_addition")
     assert (v.name, v.version) == ("reversed_addition", "1")
-    assert "reversed_addition" in IN_PROCESS
+    assert get_verifier_entry("reversed_addition").runs == IN_PROCESS
     assert ScoreParams(verifier="reversed_addition").verifier == "reversed_addition"
     verdicts = score_all(v, [("b21c70d70e40", {"prompt": "39b15c70d40e=", "reference": "4772"})])
     assert verdicts[0].correct is True

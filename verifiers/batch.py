@@ -1,11 +1,11 @@
-"""Grading many samples with one verifier, each kind where it is fastest and safe:
+"""Grading many samples with one verifier, each kind where its registry entry (verifiers/base.py) says:
 pure checks in-process, math in a process pool with hard per-sample timeouts, code in sandboxes."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from verifiers.base import CODE, IN_PROCESS, Verdict, get_verifier, score_all
+from verifiers.base import IN_PROCESS, SANDBOX, Verdict, get_verifier, get_verifier_entry, score_all
 
 
 def grade_batch(verifier: str, pairs: Sequence[tuple[str, Mapping[str, Any]]], workers: int = 0,
@@ -17,14 +17,14 @@ def grade_batch(verifier: str, pairs: Sequence[tuple[str, Mapping[str, Any]]], w
     """
     from verifiers.pool import default_workers
 
+    entry = get_verifier_entry(verifier)
     workers = workers or default_workers()
-    if verifier in IN_PROCESS:
+    if entry.runs == IN_PROCESS:
         return score_all(get_verifier(verifier), pairs), {"timeouts": 0, "crashes": 0, "restarts": 0}
-    if verifier in CODE:
-        from verifiers.code_exec import AppsVerifier, HumanEvalVerifier, Limits
+    if entry.runs == SANDBOX:
+        from verifiers.code_exec import Limits
 
-        cls = HumanEvalVerifier if verifier == "humaneval" else AppsVerifier
-        verdicts = cls(Limits(timeout_s=timeout_s)).score_batch(list(pairs), workers=workers)
+        verdicts = entry.load()(Limits(timeout_s=timeout_s)).score_batch(list(pairs), workers=workers)
         timeouts = sum(v.details.get("outcome") == "timeout" for v in verdicts)
         return verdicts, {"timeouts": timeouts, "crashes": 0, "restarts": 0}
     from verifiers.pool import score_pooled

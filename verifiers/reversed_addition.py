@@ -121,6 +121,10 @@ class ReversedAdditionVerifier:
     name = "reversed_addition"
     version = "1"
 
+    def consistent(self, completion: str, problem: Mapping[str, Any]) -> bool:
+        """The ability CONSISTENCY (verifiers/base.py): the module's label-free `consistent` check."""
+        return consistent(str(problem["prompt"]), completion)
+
     def __call__(self, completion: str, problem: Mapping[str, Any]) -> Verdict:
         reference = str(problem["reference"]).strip()
         prompt = str(problem["prompt"])
