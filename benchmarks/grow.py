@@ -52,7 +52,7 @@ def _setup(root: Path, model: Path, n: int) -> None:
     if len(problems) < n:
         raise SystemExit(f"data/problems/train.parquet has {len(problems)} problems, fewer than --problems {n}")
     (root / "data" / "problems").mkdir(parents=True)
-    write_rows(root / "data" / "problems" / "train.parquet", Problem, problems[:n], sort_by=["problem_id"])
+    write_rows(root / "data" / "problems" / "train.parquet", Problem, problems[:n])
     shutil.copytree(model, root / "models" / "iter0")
 
 

@@ -1,6 +1,6 @@
 """Deterministic, atomic, schema-checked Parquet I/O for the tables in `schemas.tables`.
 
-Writes: rows are validated, sorted by the table's key, written with the explicit Arrow schema
+Writes: rows are validated, sorted by the table's own key (`SORT` of its model in `schemas.tables`), written with the explicit Arrow schema
 derived from the model, pinned compression and row-group size, to a temp file that is renamed into
 place. Identical rows give identical bytes, so DVC skips downstream stages.
 Reads: the file's schema must match the model's; a mismatch names the file and the column.
@@ -103,8 +103,16 @@ def write_json(path: Path, value: Any) -> None:
     write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
-def to_table(model: type[BaseModel], rows: Iterable[BaseModel | dict], sort_by: Sequence[str]) -> pa.Table:
-    """Validate rows against `model` and build a sorted Arrow table with its explicit schema."""
+def sort_table(table: pa.Table, model: type[BaseModel]) -> pa.Table:
+    """`table` in the row order of `model` (its `SORT` columns, ascending; a stable sort)."""
+    sort_by: Sequence[str] = getattr(model, "SORT", ())
+    if sort_by and table.num_rows:
+        table = table.sort_by([(key, "ascending") for key in sort_by])
+    return table
+
+
+def to_table(model: type[BaseModel], rows: Iterable[BaseModel | dict]) -> pa.Table:
+    """Validate rows against `model` and build an Arrow table with its explicit schema, in its row order."""
     schema = arrow_schema(model)
     records = []
     for i, row in enumerate(rows):
@@ -115,10 +123,7 @@ def to_table(model: type[BaseModel], rows: Iterable[BaseModel | dict], sort_by: 
                 records.append(model.model_validate(row).model_dump())
             except ValidationError as exc:
                 raise RestemError(f"row {i} does not fit {model.__name__}: {exc}") from exc
-    table = pa.Table.from_pylist(records, schema=schema)
-    if sort_by and table.num_rows:
-        table = table.sort_by([(key, "ascending") for key in sort_by])
-    return table
+    return sort_table(pa.Table.from_pylist(records, schema=schema), model)
 
 
 def write_table(path: Path, table: pa.Table) -> None:
@@ -135,9 +140,9 @@ def write_table(path: Path, table: pa.Table) -> None:
         )
 
 
-def write_rows(path: Path, model: type[BaseModel], rows: Iterable[BaseModel | dict], sort_by: Sequence[str]) -> int:
-    """Validate, sort and write rows of `model` to `path`; returns the row count."""
-    table = to_table(model, rows, sort_by)
+def write_rows(path: Path, model: type[BaseModel], rows: Iterable[BaseModel | dict]) -> int:
+    """Validate rows of `model`, sort them by its `SORT` and write them to `path`; returns the row count."""
+    table = to_table(model, rows)
     write_table(path, table)
     return table.num_rows
 

@@ -1,12 +1,17 @@
 """The tables of the loop, one Pydantic model each (see DESIGN.md, "The loop as data").
 
 Field types are kept to what maps one-to-one onto Arrow: str, int, float, bool, each optionally None.
-Structured extras travel as canonical JSON text in a `details`/`meta` column.
+Structured extras travel as canonical JSON text in a `details`/`meta` column. Every field has a
+`description`: `restem sql --schema` prints them as the columns' documentation.
+
+Each table declares its row order, `SORT`: `schemas.io.write_rows` sorts by it on every write, so every
+writer of a table (a stage, an importer, a test) puts its rows in the same order and equal rows give
+equal bytes. Changing a table's `SORT` changes the bytes of every file of that table.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,10 +24,14 @@ class Row(BaseModel):
     """Base of every table row: unknown columns are an error, rows are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # The columns rows are sorted by when written (ascending; ties keep their input order).
+    SORT: ClassVar[tuple[str, ...]] = ()
 
 
 class Problem(Row):
     """One task instance. `split` is demo (SFT data for the base), train (Grow pool) or test."""
+
+    SORT: ClassVar[tuple[str, ...]] = ("subset", "problem_id")
 
     problem_id: str = Field(description="content hash of (prompt, reference)")
     split: Literal["demo", "train", "test"] = Field(description="which part of the problem set")
@@ -42,8 +51,13 @@ class Problem(Row):
 class Sample(Row):
     """One completion sampled from a policy."""
 
+    # One order for every Sample file (Grow, Evaluate, the voters', the reward model's, imported ones):
+    # within a Grow or Evaluate file purpose and policy are constant, so it is the order of (problem,
+    # temperature, index); a voters' file is by problem, then voter.
+    SORT: ClassVar[tuple[str, ...]] = ("problem_id", "purpose", "policy", "temperature", "sample_index", "sample_id")
+
     sample_id: str = Field(description="hash of (problem_id, policy, sampling params, index, seed)")
-    problem_id: str
+    problem_id: str = Field(description="the problem it answers (problems.problem_id)")
     iteration: int = Field(description="loop iteration that grew it (evaluation rows: the model's)")
     purpose: Literal["grow", "eval", "reward", "vote"] = Field(
         description="training pool sample, evaluation sample, training data of the reward model, or a voter's "
@@ -52,26 +66,30 @@ class Sample(Row):
     engine: str = Field(description="sampling engine and version, e.g. 'transformers 5.19.0'")
     sample_index: int = Field(description="index among the samples of this problem")
     seed: int = Field(description="the per-request seed")
-    temperature: float
-    prompt: str
-    completion: str
-    finish_reason: Literal["stop", "length"]
-    prompt_tokens: int
-    completion_tokens: int
+    temperature: float = Field(description="sampling temperature (0: greedy)")
+    prompt: str = Field(description="the text the policy was given")
+    completion: str = Field(description="the text it wrote")
+    finish_reason: Literal["stop", "length"] = Field(
+        description="stop: end-of-turn token or stop string; length: max_new_tokens reached")
+    prompt_tokens: int = Field(description="tokens in the prompt")
+    completion_tokens: int = Field(description="tokens in the completion")
 
 
 class Score(Row):
     """One verdict on one sample by one verifier. An exception is `error`, never `incorrect`."""
 
-    sample_id: str
-    problem_id: str
-    iteration: int
+    SORT: ClassVar[tuple[str, ...]] = ("sample_id", "verifier")
+
+    sample_id: str = Field(description="the sample judged (samples.sample_id)")
+    problem_id: str = Field(description="its problem")
+    iteration: int = Field(description="its sample's iteration")
     verifier: str = Field(description="verifier name and version")
     reward: float = Field(description="the reward the filter uses: the verifier's, or the reward model's score")
     reward_model: Optional[str] = Field(
         default=None, description="hash of the reward model that gave `reward`; null: the verifier gave it")
     correct: Optional[bool] = Field(description="the verifier's judgement; null when unverifiable or error")
-    verdict: Verdict
+    verdict: Verdict = Field(description="correct, incorrect, unverifiable (no answer to judge) or error "
+                             "(the verifier failed: never counted as incorrect)")
     extracted: Optional[str] = Field(description="the final answer extracted from the completion")
     steps_valid: Optional[bool] = Field(description="every checkable reasoning step is right; null if none")
     details: str = Field(default="{}", description="verifier-specific JSON")
@@ -80,12 +98,14 @@ class Score(Row):
 class Kept(Row):
     """A sample admitted to the training set of an iteration, with the rule that admitted it."""
 
-    sample_id: str
-    problem_id: str
-    iteration: int
-    prompt: str
-    completion: str
-    reward: float
+    SORT: ClassVar[tuple[str, ...]] = ("problem_id", "sample_id")
+
+    sample_id: str = Field(description="the sample kept (samples.sample_id; demonstrations: a hash of the problem)")
+    problem_id: str = Field(description="its problem")
+    iteration: int = Field(description="the iteration that grew it (0: a demonstration)")
+    prompt: str = Field(description="the prompt trained on")
+    completion: str = Field(description="the completion trained on")
+    reward: float = Field(description="its reward (scores.reward)")
     rule: str = Field(description="the filter rule and its settings, e.g. 'correct;cap=4;dedup=exact'")
     threshold: Optional[float] = Field(default=None, description="the reward threshold that admitted it, if any")
 
@@ -93,10 +113,12 @@ class Kept(Row):
 class Rejected(Row):
     """A sample the filter dropped, and why."""
 
-    sample_id: str
-    problem_id: str
-    iteration: int
-    reward: float
+    SORT: ClassVar[tuple[str, ...]] = ("problem_id", "sample_id")
+
+    sample_id: str = Field(description="the sample dropped (samples.sample_id)")
+    problem_id: str = Field(description="its problem")
+    iteration: int = Field(description="the iteration that grew it")
+    reward: float = Field(description="its reward (scores.reward)")
     filter_reason: Literal[
         "incorrect", "unverifiable", "error", "invalid_steps", "duplicate", "over_cap",
         "below_threshold", "not_top", "no_majority", "minority", "inconsistent",

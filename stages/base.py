@@ -70,18 +70,18 @@ def train_tiny(params: Params, root: Path, out: Path, seed: int, iteration: int 
 
 
 def run(params: Params, root: Path = Path(".")) -> ModelMeta:
-    from stages.improve import SORT, demonstration_rows
+    from stages.improve import demonstration_rows
 
     out = model_dir(0, root)
     trained_on = iter_dir(0, root) / "train.parquet"
     if params.base.checkpoint:
         meta = link_checkpoint(params.base.checkpoint, out)
-        write_rows(trained_on, Kept, [], sort_by=SORT)
+        write_rows(trained_on, Kept, [])
         log(f"base: using checkpoint {meta.checkpoint} ({meta.model_hash})")
         return meta
     set_threads(params.runtime.threads)
     meta = train_tiny(params, root, out, params.base.train.seed)
-    write_rows(trained_on, Kept, demonstration_rows(root), sort_by=SORT)
+    write_rows(trained_on, Kept, demonstration_rows(root))
     return meta
 
 

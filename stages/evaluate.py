@@ -217,8 +217,8 @@ def run(params: Params, root: Path = Path("."), shard: Shard | None = None, merg
                               "(same params), or run without --merge to evaluate it here")
         metrics, samples, scores = evaluate_model(params, i, problems, root)
         metrics["eval_key"] = key
-        write_rows(eval_dir / f"iter{i}" / "samples.parquet", Sample, samples, sort_by=grow.SORT)
-        write_rows(eval_dir / f"iter{i}" / "scores.parquet", Score, scores, sort_by=score.SORT)
+        write_rows(eval_dir / f"iter{i}" / "samples.parquet", Sample, samples)
+        write_rows(eval_dir / f"iter{i}" / "scores.parquet", Score, scores)
         write_json(path, metrics)
         heads = ", ".join(f"{s} pass@1 {m['pass@1']:.3f}" for s, m in metrics["test"].items())
         log(f"evaluate@{i}: {heads}")

@@ -38,7 +38,6 @@ from stages.common import METRICS, iter_dir, log, parse_args, stage_main
 from verifiers.base import STEPS, Consistency, consistency_check, require_ability
 from verifiers.paths import reasoning_path
 
-SORT = ["problem_id", "sample_id"]
 LABEL_FREE = ("majority", "agreement")
 
 def dedup_key(completion: str, how: str) -> str:
@@ -324,8 +323,8 @@ def run(params: Params, iteration: int | str, root: Path = Path(".")) -> Counter
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = out_dir / ".filter"
     with atomic_dir(staging) as tmp:
-        write_rows(tmp / "kept.parquet", Kept, kept, sort_by=SORT)
-        write_rows(tmp / "rejected.parquet", Rejected, rejected, sort_by=SORT)
+        write_rows(tmp / "kept.parquet", Kept, kept)
+        write_rows(tmp / "rejected.parquet", Rejected, rejected)
     for name in ("kept.parquet", "rejected.parquet"):
         (staging / name).replace(out_dir / name)
     staging.rmdir()

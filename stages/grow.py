@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.hashing import content_hash, derive_seed
-from schemas.io import read_rows, read_table, to_table, write_rows, write_table
+from schemas.io import read_rows, read_table, sort_table, to_table, write_rows, write_table
 from schemas.errors import RestemError
 from schemas.params import Params, PoolSlice, load_params
 from schemas.params import RuntimeParams
@@ -25,8 +25,6 @@ from stages.common import iter_dir, log, model_dir, problems_dir, parse_args, st
 from stages.engines import Engine, Request, SamplingParams, TransformersEngine, device_and_dtype, set_threads
 from stages.shard import Shard, check_arguments, owned, run_shards
 from stages.modeling import load_policy, model_hash
-
-SORT = ["problem_id", "purpose", "temperature", "sample_index"]
 
 
 def make_engine(name: str, policy: Path, batch_size: int, runtime: RuntimeParams | None = None) -> Engine:
@@ -142,7 +140,7 @@ def run(params: Params, iteration: int, prev: int, root: Path = Path("."), shard
             engine = engine or make_engine(g.engine, policy_dir, params.runtime.batch_size, params.runtime)
             rows = sample(engine, chunk, g.samples_per_problem, sampling, g.seed, iteration, "grow", policy,
                           label=f"grow@{iteration} shard {number + 1}/{n_shards}")
-            write_rows(path, Sample, rows, sort_by=SORT)
+            write_rows(path, Sample, rows)
         tables.append(read_table(path, Sample))
     if shard is not None:
         rows = sum(t.num_rows for t in tables)
@@ -155,8 +153,8 @@ def run(params: Params, iteration: int, prev: int, root: Path = Path("."), shard
                           "--shard i/n (same params and runtime.grow_shard_problems), or run without --merge to "
                           "compute them here")
     out = iter_dir(iteration, root) / "samples.parquet"
-    merged = pa.concat_tables(tables) if tables else to_table(Sample, [], SORT)
-    merged = merged.sort_by([(column, "ascending") for column in SORT]).combine_chunks()
+    merged = pa.concat_tables(tables) if tables else to_table(Sample, [])
+    merged = sort_table(merged, Sample).combine_chunks()
     write_table(out, merged)
     shutil.rmtree(shard_dir)
     tokens = pc.sum(merged["completion_tokens"]).as_py() or 0

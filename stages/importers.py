@@ -168,11 +168,11 @@ def problem_rows(path: Path, fmt: str, split: str, subset: str, mapping: Optiona
 
 def import_problems(path: Path, fmt: str, output: Path, split: str = "train", subset: str = "default",
                     mapping: Optional[dict[str, str]] = None, template: Optional[str] = None) -> dict:
-    """Convert a problem file and write it as a Problem table (Parquet, sorted by problem_id)."""
+    """Convert a problem file and write it as a Problem table (Parquet, in `Problem.SORT` order)."""
     rows, duplicates = problem_rows(path, fmt, split, subset, mapping, template)
     if not rows:
         raise RestemError(f"{path}: no problems found; is it the right file and --format?")
-    written = write_rows(Path(output), Problem, rows, sort_by=["problem_id"])
+    written = write_rows(Path(output), Problem, rows)
     return {"problems": written, "duplicates_dropped": duplicates, "output": str(output)}
 
 
@@ -224,11 +224,11 @@ def sample_rows(path: Path, keys: Optional[Sequence[str]] = None, mapping: Optio
 def import_samples(path: Path, output: Path, keys: Optional[Sequence[str]] = None,
                    mapping: Optional[dict[str, str]] = None, template: Optional[str] = None,
                    purpose: str = "grow") -> dict:
-    """Convert external completions and write them as a Sample table (sorted by problem_id, sample_id)."""
+    """Convert external completions and write them as a Sample table (in `Sample.SORT` order)."""
     rows = sample_rows(path, keys, mapping, template, purpose)
     if not rows:
         raise RestemError(f"{path}: no completions found; name the fields that hold them with --key")
-    written = write_rows(Path(output), Sample, rows, sort_by=["problem_id", "sample_id"])
+    written = write_rows(Path(output), Sample, rows)
     return {"samples": written, "policies": len({r.policy for r in rows}), "output": str(output)}
 
 

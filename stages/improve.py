@@ -25,7 +25,6 @@ from stages.modeling import load_policy, model_hash, save_policy
 from stages.training import is_main_process, train_sft
 
 DEMONSTRATION = "demonstration"
-SORT = ["problem_id", "sample_id"]
 
 
 def training_rows(params: Params, iteration: int | str, root: Path) -> list[dict]:
@@ -68,7 +67,7 @@ def run(params: Params, iteration: int | str, init: int | str, root: Path = Path
     if not is_main_process():  # under `accelerate launch` every process trains; the main one writes
         return {"rows": len(pairs), "model_hash": None}
     log(f"improve@{iteration}: loss {train_log[0]['loss']:.3f} -> {train_log[-1]['loss']:.3f}")
-    write_rows(iter_dir(iteration, root) / "train.parquet", Kept, rows, sort_by=SORT)
+    write_rows(iter_dir(iteration, root) / "train.parquet", Kept, rows)
     meta = save_policy(model, tokenizer, model_dir(iteration, root), {
         "iteration": iteration,
         "parent": model_hash(start),

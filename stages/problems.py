@@ -21,7 +21,6 @@ from verifiers.arithmetic import make_prompt, random_operand, scratchpad
 from verifiers.reversed_addition import make_prompt as reversed_prompt, make_solution as reversed_solution
 
 SPLITS = ("demos", "train", "test")
-SORT = ["subset", "problem_id"]
 
 
 def _addition(a: int, b: int, split: str, subset: str, source: str) -> Problem:
@@ -153,7 +152,7 @@ def run(params: Params, root: Path = Path(".")) -> dict[str, int]:
     out = problems_dir(root)
     with atomic_dir(out) as tmp:
         for split in SPLITS:
-            write_rows(tmp / f"{split}.parquet", Problem, tables[split], sort_by=SORT)
+            write_rows(tmp / f"{split}.parquet", Problem, tables[split])
     counts = {split: len(rows) for split, rows in tables.items()}
     log(f"problems: {counts} -> {out}")
     return counts

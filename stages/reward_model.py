@@ -289,8 +289,8 @@ def run(params: Params, root: Path = Path(".")) -> dict:
                          params=json.loads(rm.model_dump_json()), train_log=train_log)
         write_json(tmp / META_FILE, json.loads(meta.model_dump_json()))
     with atomic_dir(data_dir(root)) as tmp:
-        write_rows(tmp / "samples.parquet", Sample, samples, sort_by=["problem_id", "sample_index"])
-        write_rows(tmp / "scores.parquet", Score, scores, sort_by=["sample_id"])
+        write_rows(tmp / "samples.parquet", Sample, samples)
+        write_rows(tmp / "scores.parquet", Score, scores)
     summary = {
         "used": True, "model": meta.model_hash, "samples": len(labelled), "train_samples": len(train_rows),
         "holdout_samples": len(held), "train_positive_rate": round(positives / max(1, len(train_rows)), 6),

@@ -21,7 +21,6 @@ from stages.common import iter_dir, log, problems_dir, parse_args, stage_main
 from verifiers import get_verifier
 from verifiers.batch import grade_batch
 
-SORT = ["sample_id"]
 
 
 def problem_view(row: dict) -> dict:
@@ -71,7 +70,7 @@ def run(params: Params, iteration: int, root: Path = Path(".")) -> Counter:
     if params.score.reward == "model":
         scores = with_model_rewards(scores, samples, root, params.runtime.batch_size)
     out = iter_dir(iteration, root) / "scores.parquet"
-    write_rows(out, Score, scores, sort_by=SORT)
+    write_rows(out, Score, scores)
     counts = Counter(s.verdict for s in scores)
     log(f"score@{iteration}: {dict(sorted(counts.items()))}, timeouts {stats['timeouts']}, "
         f"crashes {stats['crashes']} -> {out}")

@@ -30,7 +30,6 @@ from stages.engines import SamplingParams, set_threads
 
 VOTERS = "voters"
 PURPOSE = "vote"
-SORT = ["problem_id", "policy"]
 
 
 def voters_model_dir(root: Path = Path(".")) -> Path:
@@ -48,8 +47,8 @@ def voter_names(params: Params) -> list[str]:
 
 def _write_tables(root: Path, samples: list, scores: list, extra: dict | None = None) -> None:
     with atomic_dir(voters_data_dir(root)) as tmp:
-        write_rows(tmp / "samples.parquet", Sample, samples, sort_by=SORT)
-        write_rows(tmp / "scores.parquet", Score, scores, sort_by=["problem_id", "sample_id"])
+        write_rows(tmp / "samples.parquet", Sample, samples)
+        write_rows(tmp / "scores.parquet", Score, scores)
         if extra is not None:
             write_json(tmp / "unused.json", extra)
 

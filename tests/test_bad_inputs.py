@@ -81,10 +81,10 @@ def _sample(i, completion="x;1"):
 
 def test_empty_kept_set_stops_filter_and_writes_nothing(tmp_path, tiny_params):
     folder = iter_dir(1, tmp_path)
-    write_rows(folder / "samples.parquet", Sample, [_sample(i) for i in range(4)], sort_by=["sample_id"])
+    write_rows(folder / "samples.parquet", Sample, [_sample(i) for i in range(4)])
     write_rows(folder / "scores.parquet", Score, [
         Score(sample_id=f"s{i}", problem_id=f"p{i // 2}", iteration=1, verifier="v", reward=0.0, correct=False,
-              verdict="incorrect", extracted="1", steps_valid=None) for i in range(4)], sort_by=["sample_id"])
+              verdict="incorrect", extracted="1", steps_valid=None) for i in range(4)])
     with pytest.raises(RestemError, match=r"filter@1: no sample was kept out of 4"):
         filter_stage.run(tiny_params, 1, tmp_path)
     assert not (folder / "kept.parquet").exists() and not (folder / "rejected.parquet").exists()
@@ -99,11 +99,10 @@ def test_an_accumulating_iteration_may_keep_nothing_and_trains_on_what_came_befo
     tiny_raw["loop"]["iterations"] = {"1": {"prev": 0, "init": 0}, "2": {"prev": 1, "init": 1, "accumulate": True}}
     params = Params.model_validate(tiny_raw)
     folder = iter_dir(2, tmp_path)
-    write_rows(folder / "samples.parquet", Sample, [_sample(i).model_copy(update={"iteration": 2}) for i in range(4)],
-               sort_by=["sample_id"])
+    write_rows(folder / "samples.parquet", Sample, [_sample(i).model_copy(update={"iteration": 2}) for i in range(4)])
     write_rows(folder / "scores.parquet", Score, [
         Score(sample_id=f"s{i}", problem_id=f"p{i // 2}", iteration=2, verifier="v", reward=0.0, correct=False,
-              verdict="incorrect", extracted="1", steps_valid=None) for i in range(4)], sort_by=["sample_id"])
+              verdict="incorrect", extracted="1", steps_valid=None) for i in range(4)])
     counts = filter_stage.run(params, 2, tmp_path)
     assert counts["kept"] == 0 and counts["incorrect"] == 4
     assert read_rows(folder / "kept.parquet", Kept) == [] and len(read_rows(folder / "rejected.parquet", Rejected)) == 4
@@ -113,7 +112,7 @@ def test_an_accumulating_iteration_may_keep_nothing_and_trains_on_what_came_befo
     shutil.copytree(root / "models" / "iter0", tmp_path / "models" / "iter1")
     earlier = [Kept(sample_id=f"k{i}", problem_id=f"q{i}", iteration=1, prompt=f"{i}+1=", completion=f"{i + 1}",
                     reward=1.0, rule="correct") for i in range(3)]
-    write_rows(iter_dir(1, tmp_path) / "train.parquet", Kept, earlier, sort_by=["sample_id"])
+    write_rows(iter_dir(1, tmp_path) / "train.parquet", Kept, earlier)
     assert improve.run(params, 2, 1, tmp_path)["rows"] == 3
     assert len(read_rows(folder / "train.parquet", Kept)) == 3
 
@@ -125,7 +124,7 @@ def test_improve_on_empty_kept_table_is_an_error(tmp_path, tiny_params, trained_
 
     root, _ = trained_root
     shutil.copytree(root / "models" / "iter0", tmp_path / "models" / "iter0")
-    write_rows(iter_dir(1, tmp_path) / "kept.parquet", Kept, [], sort_by=[])
+    write_rows(iter_dir(1, tmp_path) / "kept.parquet", Kept, [])
     with pytest.raises(RestemError, match="kept set is empty"):
         improve.run(tiny_params, 1, 0, tmp_path)
     assert not (tmp_path / "models" / "iter1").exists()

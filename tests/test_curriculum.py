@@ -71,15 +71,15 @@ def kept_row(sid: str, iteration: int, rule: str = "correct") -> Kept:
 
 
 def test_accumulate_trains_on_all_kept_so_far_without_demonstrations(tiny_raw, tmp_path):
-    from stages.improve import SORT, training_rows
+    from stages.improve import training_rows
 
     tiny_raw["loop"]["iterations"] = {"1": {"prev": 0, "init": 0}, "2": {"prev": 1, "init": 1, "accumulate": True},
                                       "3": {"prev": 2, "init": 2}}
     params = Params.model_validate(tiny_raw)
     write_rows(tmp_path / "data" / "iter1" / "train.parquet", Kept,
-               [kept_row("a", 1), kept_row("b", 1), kept_row("demo", 0, "demonstration")], SORT)
-    write_rows(tmp_path / "data" / "iter2" / "kept.parquet", Kept, [kept_row("c", 2), kept_row("a", 1)], SORT)
-    write_rows(tmp_path / "data" / "iter3" / "kept.parquet", Kept, [kept_row("d", 3)], SORT)
+               [kept_row("a", 1), kept_row("b", 1), kept_row("demo", 0, "demonstration")])
+    write_rows(tmp_path / "data" / "iter2" / "kept.parquet", Kept, [kept_row("c", 2), kept_row("a", 1)])
+    write_rows(tmp_path / "data" / "iter3" / "kept.parquet", Kept, [kept_row("d", 3)])
     assert [r["sample_id"] for r in training_rows(params, 2, tmp_path)] == ["a", "b", "c"]
     assert [r["sample_id"] for r in training_rows(params, 3, tmp_path)] == ["d"]  # no accumulate: its own only
 

@@ -61,20 +61,19 @@ def make_workspace(root: Path, with_eval: bool = True) -> Path:
     root = Path(root)
     problems = [Problem(problem_id=p, split="train", subset="default", prompt=f"prompt {p}", reference="6",
                         source="test") for p in ("P1", "P2", "P3")]
-    write_rows(root / "data/problems/train.parquet", Problem, problems, ["problem_id"])
+    write_rows(root / "data/problems/train.parquet", Problem, problems)
     for it in (1, 2):
         rows = [r for r in GROW if r[2] == it]
         samples = [sample(r[0], r[1], it, r[3], index=i) for i, r in enumerate(rows)]
         scores = [score(s, r[4], r[5]) for s, r in zip(samples, rows)]
-        write_rows(root / f"data/iter{it}/samples.parquet", Sample, samples, ["sample_id"])
-        write_rows(root / f"data/iter{it}/scores.parquet", Score, scores, ["sample_id"])
+        write_rows(root / f"data/iter{it}/samples.parquet", Sample, samples)
+        write_rows(root / f"data/iter{it}/scores.parquet", Score, scores)
         write_rows(root / f"data/iter{it}/kept.parquet", Kept, [
             Kept(sample_id=s.sample_id, problem_id=s.problem_id, iteration=it, prompt=s.prompt,
-                 completion=s.completion, reward=1.0, rule="correct") for s, r in zip(samples, rows) if r[6] == "kept"],
-            ["sample_id"])
+                 completion=s.completion, reward=1.0, rule="correct") for s, r in zip(samples, rows) if r[6] == "kept"])
         write_rows(root / f"data/iter{it}/rejected.parquet", Rejected, [
             Rejected(sample_id=s.sample_id, problem_id=s.problem_id, iteration=it, reward=float(r[4]),
-                     filter_reason=r[6]) for s, r in zip(samples, rows) if r[6] != "kept"], ["sample_id"])
+                     filter_reason=r[6]) for s, r in zip(samples, rows) if r[6] != "kept"])
         write_json(root / f"models/iter{it}/restem.json", {
             "model_hash": f"m{it}", "iteration": it, "parent": f"m{it - 1}", "params": {"lr": 0.001},
             "train_log": [{"step": 10, "loss": 1.0}, {"step": 20 * it, "loss": 0.5 / it}]})
@@ -85,9 +84,9 @@ def make_workspace(root: Path, with_eval: bool = True) -> Path:
         # model 1 on P1: one greedy row (temperature 0) and two sampled rows
         ev = [sample("e0", "P1", 1, "1+2+0=3;3", "eval", 0.0), sample("e1", "P1", 1, "1+2+0=3;3", "eval", 1.0, 0),
               sample("e2", "P1", 1, "1+2+0=5;5", "eval", 1.0, 1)]
-        write_rows(root / "data/eval/iter1/samples.parquet", Sample, ev, ["sample_id"])
+        write_rows(root / "data/eval/iter1/samples.parquet", Sample, ev)
         write_rows(root / "data/eval/iter1/scores.parquet", Score,
-                   [score(ev[0], True, True), score(ev[1], True, True), score(ev[2], False, False)], ["sample_id"])
+                   [score(ev[0], True, True), score(ev[1], True, True), score(ev[2], False, False)])
     return root
 
 
@@ -152,7 +151,7 @@ def test_reasoning_path_macro(workspace):
 def test_missing_tables_are_empty_views_with_the_schema(tmp_path):
     root = tmp_path / "ws"
     write_rows(root / "data/problems/train.parquet", Problem, [
-        Problem(problem_id="P", split="train", subset="d", prompt="p", reference="1", source="t")], ["problem_id"])
+        Problem(problem_id="P", split="train", subset="d", prompt="p", reference="1", source="t")])
     assert q(root, "SELECT count(*) n FROM samples") == [{"n": 0}]
     assert q(root, "SELECT count(*) n FROM graded WHERE steps_valid") == [{"n": 0}]
 

@@ -40,15 +40,15 @@ def _workspace(root, voter_completions: list[str] = ()) -> None:
     one inconsistent with the same answer, one consistent minority) and their scores, and the voters'."""
     problem = Problem(problem_id="p1", split="train", subset="train", prompt=PROMPT, reference="4772",
                       difficulty=4, source="test")
-    write_rows(root / "data" / "problems" / "train.parquet", Problem, [problem], ["problem_id"])
+    write_rows(root / "data" / "problems" / "train.parquet", Problem, [problem])
     samples = [_sample("s0", 0, GOLD), _sample("s1", 1, SHUFFLED), _sample("s2", 2, GOLD + " "),
                _sample("s3", 3, OTHER)]
-    write_rows(root / "data" / "iter1" / "samples.parquet", Sample, samples, ["sample_id"])
-    write_rows(root / "data" / "iter1" / "scores.parquet", Score, _scores(samples), ["sample_id"])
+    write_rows(root / "data" / "iter1" / "samples.parquet", Sample, samples)
+    write_rows(root / "data" / "iter1" / "scores.parquet", Score, _scores(samples))
     if voter_completions:
         voters = [_sample(f"v{i}", 0, c, policy=f"voter{i}", purpose="vote") for i, c in enumerate(voter_completions)]
-        write_rows(root / "data" / "voters" / "samples.parquet", Sample, voters, ["sample_id"])
-        write_rows(root / "data" / "voters" / "scores.parquet", Score, _scores(voters), ["sample_id"])
+        write_rows(root / "data" / "voters" / "samples.parquet", Sample, voters)
+        write_rows(root / "data" / "voters" / "scores.parquet", Score, _scores(voters))
 
 
 def _params(tiny_raw, verifier: str = "reversed_addition", **filter_settings) -> Params:
