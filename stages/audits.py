@@ -214,29 +214,25 @@ WITH rm AS (
 )"""
 
 REWARD_MODEL = _RM_PAIRS + """,
-ranked AS (  -- average ranks of the scores (ties shared) for the Mann-Whitney AUC
-    SELECT *, rank() OVER g + (count(*) OVER (PARTITION BY iteration, ref, purpose, reward_model, verifier, rm_score) - 1) / 2
-              AS score_rank
-    FROM pairs
-    WINDOW g AS (PARTITION BY iteration, ref, purpose, reward_model, verifier ORDER BY rm_score)
-), best AS (  -- best-of-n: is the sample the reward model ranks first for its problem correct?
+best AS (  -- best-of-n: is the sample the reward model ranks first for its problem correct?
     SELECT iteration, ref, purpose, reward_model, verifier, problem_id, arg_max(correct, rm_score) AS best_correct
     FROM pairs GROUP BY ALL
 ), summary AS (
     SELECT iteration, ref, purpose, reward_model, verifier,
            count(*) AS pairs,
            count(*) FILTER (WHERE correct) AS pos,
-           count(*) FILTER (WHERE NOT correct) AS neg,
            avg(rm_score) FILTER (WHERE correct) AS mean_score_correct,
            avg(rm_score) FILTER (WHERE NOT correct) AS mean_score_incorrect,
-           sum(score_rank) FILTER (WHERE correct) AS rank_sum,
+           -- auc(): Python (stages/stats.py), the function behind metrics/reward.json's holdout_auc; both lists
+           -- sorted alike so that each score stays beside its verdict
+           auc(list(rm_score ORDER BY rm_score, correct), list(correct ORDER BY rm_score, correct)) AS auc,
            avg(correct::INT) AS pass_at_1
-    FROM ranked GROUP BY ALL
+    FROM pairs GROUP BY ALL
 )
 SELECT s.iteration, s.ref, s.purpose, s.reward_model, s.verifier, s.pairs, s.pos AS verifier_correct,
        round(s.mean_score_correct, 4) AS mean_score_correct,
        round(s.mean_score_incorrect, 4) AS mean_score_incorrect,
-       round((s.rank_sum - s.pos * (s.pos + 1) / 2) / nullif(s.pos * s.neg, 0), 4) AS auc,
+       round(s.auc, 4) AS auc,
        round(s.pass_at_1, 4) AS pass_at_1,
        round(avg(b.best_correct::INT), 4) AS best_of_n
 FROM summary s JOIN best b USING (iteration, ref, purpose, reward_model, verifier)

@@ -28,6 +28,7 @@ from schemas.tables import ModelMeta, Problem, Sample, Score
 from stages.common import DATA, METRICS, MODELS, log, model_dir, parse_args, problems_dir, stage_main
 from stages.engines import SamplingParams, set_threads
 from stages.modeling import META_FILE, model_hash, resolve_checkpoint
+from stages.stats import auc
 
 if TYPE_CHECKING:
     import torch
@@ -198,24 +199,6 @@ def score_with_model(folder: Path, samples: Sequence[dict], batch_size: int = 25
     return rewards, rm_hash
 
 
-def auc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
-    """Area under the ROC curve (probability a positive outranks a negative; ties count half)."""
-    pairs = sorted(zip(scores, labels))
-    pos = sum(labels)
-    neg = len(labels) - pos
-    if not pos or not neg:
-        return None
-    rank_sum, i = 0.0, 0
-    while i < len(pairs):
-        j = i
-        while j < len(pairs) and pairs[j][0] == pairs[i][0]:
-            j += 1
-        mean_rank = (i + j + 1) / 2  # ranks are 1-based
-        rank_sum += mean_rank * sum(label for _, label in pairs[i:j])
-        i = j
-    return round((rank_sum - pos * (pos + 1) / 2) / (pos * neg), 6)
-
-
 def _link(checkpoint: str, root: Path) -> ModelMeta:
     path = Path(checkpoint).expanduser().resolve()
     if not (path / "config.json").is_file():
@@ -298,7 +281,7 @@ def run(params: Params, root: Path = Path(".")) -> dict:
         "holdout_accuracy": accuracy,
         "holdout_majority_baseline": round(max(sum(labels), len(labels) - sum(labels)) / len(labels), 6)
         if labels else None,
-        "holdout_auc": auc(probs, labels),
+        "holdout_auc": None if (area := auc(probs, labels)) is None else round(area, 6),
     }
     write_json(root / METRICS / "reward.json", summary)
     log(f"reward_model: loss {summary['loss_first']:.3f} -> {summary['loss_last']:.3f}; held-out accuracy "

@@ -303,6 +303,13 @@ def create_views(con, ws: Workspace) -> None:
             con.create_function(name, fn, [str], result, type="arrow", null_handling="special", side_effects=False)
         except Exception:  # noqa: BLE001 - a rerun on the same connection: the function is already there
             pass
+    from stages.stats import auc_of_lists  # the same function as metrics/reward.json's holdout_auc
+
+    try:
+        con.create_function("auc", auc_of_lists, ["DOUBLE[]", "BOOLEAN[]"], "DOUBLE", null_handling="special",
+                           side_effects=False)
+    except Exception:  # noqa: BLE001 - as above
+        pass
 
 
 def connect(root: Path, threads: Optional[int] = None, memory_limit: Optional[str] = None,

@@ -14,6 +14,7 @@ from schemas.io import read_rows, write_rows
 from schemas.tables import Score
 from stages.audits import AUDITS, audit_command, audit_sql, run_audit, write_plot_data
 from stages.sql import connect, run_query
+from stages.stats import auc
 from tests.test_sql import make_workspace
 
 
@@ -108,7 +109,7 @@ def test_precision_of_the_kept_samples(workspace):
     for s in scores:
         if s["sample_id"] == "a1":
             s.update(correct=False, reward=0.0, verdict="incorrect")
-    write_rows(path, Score, scores, ["sample_id"])
+    write_rows(path, Score, scores)
     rows = rows_by(audit(workspace, "precision"), "iteration")
     assert rows[(2,)]["kept_precision"] == 0.5 and rows[(1,)]["kept_precision"] == 1.0
     write_plot_data(workspace)
@@ -130,7 +131,7 @@ def test_reward_model_against_verifier(workspace):
     extra = [Score(sample_id=s["sample_id"], problem_id=s["problem_id"], iteration=1, verifier="rm:toy",
                    reward=rm[s["sample_id"]], correct=None, verdict="unverifiable", extracted=None, steps_valid=None)
              for s in scores]
-    write_rows(path, Score, scores + extra, ["sample_id", "verifier"])
+    write_rows(path, Score, scores + extra)
     row = rows_by(audit(workspace, "reward-model"), "iteration", "reward_model")[(1, "rm:toy")]
     # positives s1, s2, s3 against negatives s4, s5, s6: 8 of 9 pairs ordered right
     assert row["auc"] == pytest.approx(8 / 9, abs=1e-4)
@@ -141,6 +142,49 @@ def test_reward_model_against_verifier(workspace):
     assert cov["k"] == 2
     top = audit(workspace, "reward-model", listing=True).table.to_pylist()[0]
     assert (top["sample_id"], top["correct"]) == ("s4", False)
+
+
+def _pairwise_auc(scores, labels) -> float:
+    """AUC by its definition: over every (positive, negative) pair, 1 if the positive scores higher, 1/2 if tied."""
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    return sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+
+
+def test_auc_counts_ties_half():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(50):
+        n = rng.randint(2, 30)
+        scores = [rng.choice([0.1, 0.2, 0.5, 0.5, 0.9]) for _ in range(n)]  # many ties
+        labels = [rng.random() < 0.5 for _ in range(n)]
+        expected = _pairwise_auc(scores, labels) if 0 < sum(labels) < n else None
+        assert auc(scores, labels) == (expected if expected is None else pytest.approx(expected, abs=1e-12))
+    assert auc([0.3, 0.3], [1, 1]) is None and auc([], []) is None
+    with pytest.raises(ValueError, match="2 scores but 1 labels"):
+        auc([0.1, 0.2], [1])
+
+
+def test_reward_model_audit_auc_is_the_python_auc_with_ties(workspace):
+    # iteration 1: s1..s3 right, s4..s6 wrong (GROW); the reward model ties across and within the classes
+    path = workspace / "data/iter1/scores.parquet"
+    scores = read_rows(path, Score)
+    rm = {"s1": 0.7, "s2": 0.3, "s3": 0.3, "s4": 0.3, "s5": 0.7, "s6": 0.1}
+    extra = [Score(sample_id=s["sample_id"], problem_id=s["problem_id"], iteration=1, verifier="rm:ties",
+                   reward=rm[s["sample_id"]], correct=None, verdict="unverifiable", extracted=None, steps_valid=None)
+             for s in scores]
+    write_rows(path, Score, scores + extra)
+    row = rows_by(audit(workspace, "reward-model"), "iteration", "reward_model")[(1, "rm:ties")]
+    labels = [s["correct"] for s in scores]
+    python = auc([rm[s["sample_id"]] for s in scores], labels)
+    assert python == pytest.approx(5.5 / 9) == pytest.approx(_pairwise_auc([rm[s["sample_id"]] for s in scores], labels))
+    assert row["auc"] == round(python, 4)
+    # the function the audit calls is there in `restem sql` too; NULL pairs are left out, one class gives NULL
+    con = connect(workspace)
+    got = run_query(con, "SELECT auc([0.7, 0.3, 0.3, 0.3, 0.7, 0.1, NULL], [true, true, true, false, false, false, true])"
+                         " AS a, auc([0.5, 0.6], [true, true]) AS one_class").to_pylist()[0]
+    assert got["a"] == pytest.approx(python) and got["one_class"] is None
 
 
 def test_every_audit_sql_runs_unchanged_in_restem_sql(workspace):
