@@ -88,8 +88,8 @@ class Score(Row):
     reward_model: Optional[str] = Field(
         default=None, description="hash of the reward model that gave `reward`; null: the verifier gave it")
     correct: Optional[bool] = Field(description="the verifier's judgement; null when unverifiable or error")
-    verdict: Verdict = Field(description="correct, incorrect, unverifiable (no answer to judge) or error "
-                             "(the verifier failed: never counted as incorrect)")
+    verdict: Verdict = Field(description="unverifiable: no answer to judge; error: the verifier failed (never "
+                             "counted as incorrect)")
     extracted: Optional[str] = Field(description="the final answer extracted from the completion")
     steps_valid: Optional[bool] = Field(description="every checkable reasoning step is right; null if none")
     details: str = Field(default="{}", description="verifier-specific JSON")

@@ -1,13 +1,13 @@
 """`restem sql "QUERY"`: DuckDB over every table of every iteration of a workspace.
 
-Views (see `SCHEMA_DOC`, printed by `restem sql --schema`):
+Views (documented in `stages/views.py`, printed by `restem sql --schema`):
   problems, samples (grow, eval and the agreement filter's voters), scores (with `purpose`), kept,
   rejected, models (the
   `restem.json` files), metrics (the per-iteration JSON, one row per number), and `graded`
   (samples joined with their scores, whether kept and why dropped).
 Functions: `reasoning_path(completion)` (Python: `verifiers.paths`, the filter's rule: the sequence of
 equations of a solution), `is_reward_model(verifier)` (SQL macro), `text_steps_valid(completion)`
-(Python: `verifiers.steps`).
+(Python: `verifiers.steps`), `auc(scores, labels)` (Python: `stages.stats`, the reward model's AUC).
 
 Parquet files are read in place (nothing is loaded until a query needs it), so queries over
 millions of rows stream. `--rev REV` reads a git revision or DVC experiment instead of the working
@@ -34,53 +34,9 @@ from schemas.errors import RestemError
 from schemas.io import arrow_schema
 from schemas.refs import PATTERN as REF, Ref
 from schemas.tables import Kept, Problem, Rejected, Sample, Score
+from stages.views import GRADED_SCORE_COLUMNS, METRICS_SCHEMA, MODELS_SCHEMA, schema_doc
 
 FORMATS = ("table", "csv", "json")
-
-MODELS_SCHEMA = pa.schema([
-    ("iteration", pa.int64()), ("model_hash", pa.string()), ("parent", pa.string()), ("checkpoint", pa.string()),
-    ("training_data", pa.string()), ("params", pa.string()), ("train_steps", pa.int64()),
-    ("final_loss", pa.float64()), ("path", pa.string()), ("ref", pa.string()),
-])
-METRICS_SCHEMA = pa.schema([
-    ("iteration", pa.int64()), ("model", pa.string()), ("subset", pa.string()), ("metric", pa.string()),
-    ("value", pa.float64()), ("ref", pa.string()),
-])
-
-SCHEMA_DOC = """\
-Every view but problems ends with `ref`: the iteration or ReST step whose folder the row comes from, as
-params and the CLI write it ('0', '1', '1b'; NULL for the voters' rows). A step ('1b') filters its
-iteration's samples again: its kept/rejected rows carry iteration 1 and ref '1b'; its model, metrics and
-eval rows carry iteration 1 and ref '1b'. ORDER BY iteration, ref is run order.
-problems  (one row per task instance; not per iteration)
-  problem_id, split ('demo'|'train'|'test'), subset, prompt, reference, solution, difficulty, source, meta (JSON)
-samples   (data/iter<i>/samples.parquet, data/eval/iter<i>/samples.parquet and data/voters/samples.parquet:
-           each voter's greedy answer, purpose 'vote', iteration 0, policy = the voter's model hash)
-  sample_id, problem_id, iteration, purpose ('grow'|'eval'|'vote'), policy, engine, sample_index, seed,
-  temperature (eval greedy rows: 0), prompt, completion, finish_reason, prompt_tokens, completion_tokens, ref
-scores    (one row per sample and verifier; `purpose` tells grow, eval and vote scores apart)
-  sample_id, problem_id, iteration, verifier, reward, correct, verdict, extracted, steps_valid, details (JSON),
-  purpose, ref
-kept      sample_id, problem_id, iteration, prompt, completion, reward, rule, threshold, ref
-rejected  sample_id, problem_id, iteration, reward, filter_reason, ref
-models    (models/iter<ref>/restem.json)
-  iteration, model_hash, parent, checkpoint, training_data, params (JSON), train_steps, final_loss, path, ref
-metrics   (metrics/iterations/iter<ref>.json, one row per number)
-  iteration, model, subset (test set; NULL for top-level numbers), metric (e.g. 'pass@1', 'maj@8'), value, ref
-graded    samples joined with their scores (one row per sample and verifier):
-  every samples column, verifier, reward, correct, verdict, extracted, steps_valid, details,
-  kept (bool, grow rows: kept by its own iteration's filter), filter_reason (NULL when kept or eval),
-  kept_by (grow rows: the refs whose filter kept it, e.g. ['1', '1b'])
-functions
-  reasoning_path(completion)  the solution's equations joined by ' | ' (calculator annotations <<...>> if
-                              any; the text when it has none): the filter's `dedup: equations` key
-                              (verifiers/paths.py; Python per row)
-  is_reward_model(verifier)   true for score rows written by a reward model (verifier starts with 'rm:')
-  text_steps_valid(completion) recheck a solution's arithmetic (verifiers/steps.py; slow: Python per row)
-  text_step_errors(completion) the wrong steps it finds, as text (NULL when none)
-joins: samples.sample_id = scores.sample_id = kept.sample_id = rejected.sample_id;
-       problem_id to problems; ref to models.ref and metrics.ref (kept.ref: the model trained on it)
-"""
 
 EXAMPLES = """\
 restem sql "SELECT iteration, purpose, count(*) FROM samples GROUP BY ALL ORDER BY ALL"
@@ -260,7 +216,7 @@ def _text_step_errors(completions: pa.Array) -> pa.Array:
 
 
 def create_views(con, ws: Workspace) -> None:
-    """Create every view of `SCHEMA_DOC` in the DuckDB connection `con`."""
+    """Create every view of `stages.views.VIEWS` in the DuckDB connection `con`."""
     f = ws.files
     score_cols = ", ".join(f'"{n}"' for n in arrow_schema(Score).names)
     con.execute(f"CREATE OR REPLACE VIEW problems AS "
@@ -282,8 +238,9 @@ def create_views(con, ws: Workspace) -> None:
     # kept and filter_reason: the decision of the sample's own iteration (kept and rejected rows of the same
     # ref as its samples file); a ReST step filters those samples again, and kept_by lists every filter
     # (iteration or step) that kept the sample.
-    con.execute("""CREATE OR REPLACE VIEW graded AS
-        SELECT s.*, c.verifier, c.reward, c.correct, c.verdict, c.extracted, c.steps_valid, c.details,
+    graded_scores = ", ".join(f"c.{name}" for name in GRADED_SCORE_COLUMNS)
+    con.execute(f"""CREATE OR REPLACE VIEW graded AS
+        SELECT s.*, {graded_scores},
                CASE WHEN s.purpose = 'grow' THEN k.sample_id IS NOT NULL END AS kept,
                r.filter_reason,
                CASE WHEN s.purpose = 'grow' THEN coalesce(b.kept_by, []) END AS kept_by
@@ -483,7 +440,7 @@ def sql_command(
 ) -> None:
     """Query every iteration's problems, samples, scores, kept/rejected rows, models and metrics with SQL."""
     if schema:
-        typer.echo(SCHEMA_DOC + "\nexamples\n" + EXAMPLES)
+        typer.echo(schema_doc() + "\nexamples\n" + EXAMPLES)
         return
     try:
         if fmt not in FORMATS:

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from schemas.errors import RestemError
 from schemas.io import write_json, write_rows
 from schemas.tables import Kept, Problem, Rejected, Sample, Score
 from stages.sql import connect, run_query, sql_command
+from stages.views import VIEWS
 
 GOOD_GSM = "He buys 2 * 3 = <<2*3=6>>6 pens.\nA: 6"
 BAD_GSM = "He buys 2 * 3 = <<2*3=7>>7 pens, gives 1 away: 7 - 1 = 6.\nA: 6"
@@ -187,6 +189,30 @@ def test_schema_lists_every_view(workspace):
     con = connect(workspace)
     cols = set(run_query(con, "SELECT * FROM scores LIMIT 0").column_names)
     assert {"sample_id", "verifier", "steps_valid", "purpose", "iteration"} <= cols
+
+
+def _sections(text: str) -> dict[str, str]:
+    """The --schema text of each view: from the line `<view>: ...` to the next view's (or `functions`)."""
+    names = [v.name for v in VIEWS] + ["functions"]
+    starts = [(m.start(), m.group(1)) for m in re.finditer(rf"^({'|'.join(names)})\b", text, re.M)]
+    return {name: text[start:end] for (start, name), (end, _) in zip(starts, starts[1:] + [(len(text), "")])}
+
+
+def test_schema_documents_every_column_of_every_view(workspace):
+    text = CliRunner().invoke(cli(), ["sql", "--schema"]).stdout
+    sections = _sections(text)
+    con = connect(workspace)
+    for view in VIEWS:
+        actual = run_query(con, f"SELECT * FROM {view.name} LIMIT 0").column_names
+        documented = [name for c in view.columns for name in c.name.split(", ")]
+        assert documented == actual, view.name  # same columns, same order
+        for column in actual:
+            assert re.search(rf"(^ +|[:,] ){column}\b", sections[view.name], re.M), f"{view.name}.{column} undocumented"
+    # the gaps of the old hand-written copy: they come from the tables now
+    assert "'reward'" in sections["samples"] and "threshold" in sections["kept"]
+    assert "reward_model" in sections["scores"] and "reward_model" in sections["graded"]
+    # a field's description is what the schema prints for its column
+    assert Kept.model_fields["threshold"].description in " ".join(sections["kept"].split())
 
 
 # ------------------------------------------------------------------------------------------ --rev
