@@ -1,8 +1,8 @@
 """Deterministic, atomic, schema-checked Parquet I/O for the tables in `schemas.tables`.
 
-Writes: rows are validated, sorted by the table's own key (`SORT` of its model in `schemas.tables`), written with the explicit Arrow schema
-derived from the model, pinned compression and row-group size, to a temp file that is renamed into
-place. Identical rows give identical bytes, so DVC skips downstream stages.
+Writes: rows are validated, sorted by the table's own key (its model's `SORT`, see `schemas.tables`),
+written with the explicit Arrow schema derived from the model, pinned compression and row-group size,
+to a temp file that is renamed into place. Identical rows give identical bytes, so DVC skips downstream stages.
 Reads: the file's schema must match the model's; a mismatch names the file and the column.
 """
 

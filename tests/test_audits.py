@@ -176,14 +176,15 @@ def test_reward_model_audit_auc_is_the_python_auc_with_ties(workspace):
              for s in scores]
     write_rows(path, Score, scores + extra)
     row = rows_by(audit(workspace, "reward-model"), "iteration", "reward_model")[(1, "rm:ties")]
-    labels = [s["correct"] for s in scores]
-    python = auc([rm[s["sample_id"]] for s in scores], labels)
-    assert python == pytest.approx(5.5 / 9) == pytest.approx(_pairwise_auc([rm[s["sample_id"]] for s in scores], labels))
+    rm_scores, labels = [rm[s["sample_id"]] for s in scores], [s["correct"] for s in scores]
+    python = auc(rm_scores, labels)
+    assert python == pytest.approx(5.5 / 9) == pytest.approx(_pairwise_auc(rm_scores, labels))
     assert row["auc"] == round(python, 4)
     # the function the audit calls is there in `restem sql` too; NULL pairs are left out, one class gives NULL
     con = connect(workspace)
-    got = run_query(con, "SELECT auc([0.7, 0.3, 0.3, 0.3, 0.7, 0.1, NULL], [true, true, true, false, false, false, true])"
-                         " AS a, auc([0.5, 0.6], [true, true]) AS one_class").to_pylist()[0]
+    got = run_query(con, "SELECT auc([0.7, 0.3, 0.3, 0.3, 0.7, 0.1, NULL], "
+                         "[true, true, true, false, false, false, true]) AS a, "
+                         "auc([0.5, 0.6], [true, true]) AS one_class").to_pylist()[0]
     assert got["a"] == pytest.approx(python) and got["one_class"] is None
 
 
