@@ -146,6 +146,12 @@ def evaluate(params: Path = PARAMS, shard: str = SHARD, merge: bool = MERGE, sha
     _run_stage("evaluate", params, **how)
 
 
+@app.command()
+def plots(params: Path = PARAMS) -> None:
+    """Write the data of the DVC plots from the whole workspace (metrics/plots/)."""
+    _run_stage("plots", params)
+
+
 def _last_model(path: Path) -> int | str:
     """The newest model of the loop (the last step of the last iteration, if it has steps)."""
     last = _params(path).loop.models()[-1]

@@ -8,7 +8,8 @@ and the rate of right answers reached through wrong steps. Writes
   `dvc exp diff` between runs of different lengths shows how the headline numbers moved;
 - `metrics/accuracy.csv`: one row per iteration, for `dvc plots`;
 - `data/eval/iter<i>/{samples,scores}.parquet`: every evaluation sample and its verdict;
-- `metrics/plots/*.csv`: kept samples, per-problem solve rates and audit rates per iteration.
+- `metrics/plots/accuracy_by_test.csv`: greedy pass@1 per model and test set (the other plot data, drawn from
+  the whole workspace, is stage `plots`).
 It is one stage, not one per iteration, so the summary has a single writer. Results are memoised per
 iteration by a key of (model hash, test set, params, code): appending an iteration evaluates only the
 new model.
@@ -234,9 +235,6 @@ def run(params: Params, root: Path = Path("."), shard: Shard | None = None, merg
     write_json(root / METRICS / "summary.json", summary)
     write_text(root / METRICS / "accuracy.csv", _accuracy_csv(all_metrics, k))
     write_text(root / METRICS / "plots" / "accuracy_by_test.csv", _by_test_csv(all_metrics, problems))
-    from stages.audits import write_plot_data
-
-    write_plot_data(root)  # kept per iteration, solve rates, audit rates: for `dvc plots show`
     return summary
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO, TINY, write_params
 
-COPY = ["stages", "schemas", "verifiers", "dvc.yaml", "pyproject.toml", ".dvcignore"]
+COPY = ["stages", "schemas", "verifiers", "inputs", "dvc.yaml", "pyproject.toml", ".dvcignore"]
 
 
 def _run(cmd, cwd, check=True):
@@ -47,7 +47,8 @@ def workspace(tmp_path_factory):
 def test_repro_runs_the_whole_loop(workspace):
     proc = _run(["dvc", "repro"], workspace)
     ran = _stages_run(proc.stdout)
-    assert ran == ["problems", "base", "reward_model", "voters", "grow@1", "score@1", "filter@1", "improve@1", "evaluate"], ran
+    assert ran == ["problems", "base", "reward_model", "voters", "grow@1", "score@1", "filter@1", "improve@1", "evaluate",
+                   "plots"], ran
     assert (workspace / "metrics/summary.json").exists()
     assert (workspace / "data/iter1/kept.parquet").exists()
 
@@ -58,13 +59,16 @@ def test_appending_an_iteration_runs_exactly_five_stages(workspace):
     assert append_iteration(workspace / "params.yaml", warm=False) == 2
     assert "'2': {prev: 1, init: 0}" in (workspace / "params.yaml").read_text()
     ran = _stages_run(_run(["dvc", "repro"], workspace).stdout)
-    assert sorted(ran) == sorted(["grow@2", "score@2", "filter@2", "improve@2", "evaluate"]), ran
+    assert sorted(ran) == sorted(["grow@2", "score@2", "filter@2", "improve@2", "evaluate", "plots"]), ran
 
 
 def test_second_repro_runs_nothing(workspace):
+    _run(["dvc", "repro"], workspace)  # runs what is left to run when this test runs alone, nothing otherwise
     proc = _run(["dvc", "repro"], workspace)
     assert _stages_run(proc.stdout) == []
     assert "up to date" in proc.stdout
+    status = _run(["dvc", "status"], workspace).stdout
+    assert "Data and pipelines are up to date." in status, status
 
 
 def test_metrics_show_has_the_headline(workspace):
@@ -89,7 +93,7 @@ def test_next_as_experiment_and_exp_diff_shows_the_headline_moving(workspace):
     _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "two iterations"], workspace)
     proc = _run([str(Path(sys.executable).parent / "restem"), "next", "--exp"], workspace)
     ran = _stages_run(proc.stdout)
-    assert sorted(ran) == sorted(["grow@3", "score@3", "filter@3", "improve@3", "evaluate"]), ran
+    assert sorted(ran) == sorted(["grow@3", "score@3", "filter@3", "improve@3", "evaluate", "plots"]), ran
     diff = _run(["dvc", "exp", "diff", "--json"], workspace).stdout
     import json
 
@@ -101,8 +105,9 @@ def test_switching_to_the_agreement_filter_reruns_voters_and_filters_but_not_gro
     import yaml
 
     raw = yaml.safe_load((workspace / "params.yaml").read_text())
-    # The base model, named as an external checkpoint, is the one voter (no training needed here).
-    raw["filter"].update(mode="agreement", voters={"seeds": [], "checkpoints": [str(workspace / "models/iter0")],
+    # The base model, as a checkpoint of the user's in inputs/voters/, is the one voter (no training needed here).
+    shutil.copytree(workspace / "models/iter0", workspace / "inputs/voters/base")
+    raw["filter"].update(mode="agreement", voters={"seeds": [], "checkpoints": ["inputs/voters/base"],
                                                    "min_agree": None})
     write_params(workspace / "params.yaml", raw)
     ran = _stages_run(_run(["dvc", "repro"], workspace).stdout)

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import REPO, TINY, write_params
 
-COPY = ["stages", "schemas", "verifiers", "dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore"]
+COPY = ["stages", "schemas", "verifiers", "inputs", "dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore"]
 # Bytecode must be invisible to DVC: `schemas` and `verifiers` are folder deps, and a fresh clone has no
 # __pycache__, so hashing it would make every stage look changed there (see docs/remotes.md).
 BYTECODE_RULES = ["__pycache__/", "*.pyc"]
