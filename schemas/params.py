@@ -330,17 +330,19 @@ class RewardModelParams(Section):
 
 
 class RuntimeParams(Section):
-    """Operational knobs: they change speed, not results, and no stage lists them as DVC params."""
+    """How the stages run. `precision` and `vllm_dtype` change results (samples, models): dvc.yaml tracks them for
+    every stage they act on, and Grow's resume key and Evaluate's memo key hold them (stages.grow.numerics). The
+    others change speed, not results, and no stage tracks them."""
 
     batch_size: int = Field(default=256, ge=1, description="sequences per generate call")
     threads: int = Field(default=0, ge=0, description="torch threads; 0: all cores")
     workers: int = Field(default=0, ge=0, description="grading processes or sandboxes; 0: one per core")
     grow_shard_problems: int = Field(default=256, ge=1, description="problems per resumable Grow shard")
     precision: Literal["auto", "float32", "bfloat16"] = Field(
-        default="auto", description="transformers engine and training: auto = bfloat16 on a CUDA GPU, float32 on "
-        "CPU (a GPU run's samples differ from a CPU run's anyway)")
+        default="auto", description="changes results: dtype of the transformers engine and of training: auto = "
+        "bfloat16 on a CUDA GPU, float32 on CPU (a GPU run's samples differ from a CPU run's anyway)")
     vllm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        default="float32", description="vllm engine: model precision (auto: the checkpoint's); float32 keeps "
+        default="float32", description="changes results: vllm engine's model precision (auto: the checkpoint's); float32 keeps "
         "its greedy output equal to the transformers engine's, bfloat16 is faster on GPUs")
     tensor_parallel_size: int = Field(default=1, ge=1, description="vllm engine: devices that split each layer")
     vllm_kv_cache_gb: Optional[float] = Field(

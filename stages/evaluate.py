@@ -127,9 +127,14 @@ def eval_key(params: Params, iteration: str, root: Path) -> str:
     if params.grow.engine == "vllm":  # only then, so keys of transformers runs stay as they were
         code.append(Path(engines.__file__).with_name("vllm_engine.py"))
     code += sorted(Path(verifiers.__file__).parent.glob("*.py"))
+    # The engine's device and dtype (runtime.precision, runtime.vllm_dtype); the transformers engine in float32 on
+    # the CPU adds nothing, so the keys of such runs stay as they were.
+    numerics = grow.numerics(params.grow.engine, params.runtime)
+    extra = [] if numerics == {"device": "cpu", "dtype": "float32"} else [numerics]
     return content_hash(
         FORMAT, model_hash(model_dir(iteration, root)), file_hash(problems_dir(root) / "test.parquet"),
         params.evaluate.model_dump(), params.grow.engine, params.score.model_dump(), [file_hash(p) for p in code],
+        *extra,
     )
 
 

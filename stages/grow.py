@@ -44,6 +44,16 @@ def make_engine(name: str, policy: Path, batch_size: int, runtime: RuntimeParams
     raise ValueError(f"unknown engine {name!r}")  # params validation rules this out
 
 
+def numerics(engine: str, runtime: RuntimeParams) -> dict:
+    """What sets the arithmetic of `make_engine(engine, ...)` beyond the params sections: the device and dtype of
+    the transformers engine (runtime.precision, resolved), or vLLM's dtype (runtime.vllm_dtype). Samples change
+    when it changes, so Grow's resume key and Evaluate's memo key hold it (and dvc.yaml tracks both knobs)."""
+    if engine == "vllm":
+        return {"vllm_dtype": runtime.vllm_dtype}
+    device, dtype = device_and_dtype(runtime.precision)
+    return {"device": device, "dtype": dtype}
+
+
 def sample(engine: Engine, problems: Sequence[dict], k: int, sampling: SamplingParams, seed: int, iteration: int,
            purpose: str, policy: str, label: str = "") -> list[Sample]:
     """k samples per problem as Sample rows (greedy when sampling.temperature is 0)."""
@@ -88,7 +98,7 @@ def shard_key(policy: str, sampling: SamplingParams, params: Params, iteration: 
     """What a shard's rows depend on; a shard left by an interrupted run is reused only if this matches."""
     g = params.grow
     return content_hash("grow-shard", policy, sampling.as_dict(), g.engine, g.samples_per_problem, g.seed, iteration,
-                        problem_ids)
+                        problem_ids, numerics(g.engine, params.runtime))
 
 
 def run(params: Params, iteration: int, prev: int, root: Path = Path("."), shard: Shard | None = None,

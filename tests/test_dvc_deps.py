@@ -185,3 +185,65 @@ def test_a_new_import_without_a_dep_is_reported(tree):
     (tree / "schemas/new.py").write_text("")
     assert missing_code(tree) == {"one": ["schemas/new.py"]}
     stages.cache_clear()
+
+
+# ----------------------------------------------------- results-changing runtime knobs: tracked and in every key
+
+# The stages whose outputs each knob changes: precision sets the dtype of the transformers engine (grow, evaluate,
+# the reward model's and the voters' samples) and of training (base, improve, voters); vllm_dtype that of the vllm
+# engine. The other runtime knobs change speed, not results: batch composition (tests/test_engine.py), the Grow
+# shard size (tests/test_grow_resume.py), grading workers, torch threads (matmul and backward bit-identical at 1
+# and 2 threads on the CPU), vLLM's memory knobs; tensor_parallel_size, like the device, may move float rounding.
+RESULTS_CHANGING = {
+    "runtime.precision": {"base", "reward_model", "voters", "grow", "improve", "improve_step", "evaluate"},
+    "runtime.vllm_dtype": {"reward_model", "voters", "grow", "evaluate"},
+}
+
+
+def test_results_changing_runtime_knobs_are_tracked_and_nothing_else_of_runtime():
+    for name, body in stages().items():
+        params = {p if isinstance(p, str) else next(iter(p)) for p in body.get("params") or []}
+        for knob, users in RESULTS_CHANGING.items():
+            assert (knob in params) == (name in users), f"stage {name}: {knob} {'un' * (name in users)}tracked"
+        stray = {p for p in params if p.startswith("runtime") and p not in RESULTS_CHANGING}
+        assert not stray, f"stage {name} tracks operational knobs {stray}: they do not change results"
+
+
+def _with_runtime(tiny_params, **knobs):
+    return tiny_params.model_copy(update={"runtime": tiny_params.runtime.model_copy(update=knobs)})
+
+
+def test_grow_resume_key_holds_the_engine_dtype(tiny_params):
+    from stages.engines import SamplingParams
+    from stages.grow import shard_key
+
+    sampling = SamplingParams(0.8, 16)
+    key = lambda p: shard_key("policy", sampling, p, 1, ["a", "b"])  # noqa: E731
+    assert key(_with_runtime(tiny_params, precision="float32")) != key(_with_runtime(tiny_params, precision="bfloat16"))
+    assert key(tiny_params) == key(_with_runtime(tiny_params, batch_size=3, workers=5))  # operational knobs
+    vllm = tiny_params.model_copy(update={"grow": tiny_params.grow.model_copy(update={"engine": "vllm"})})
+    assert key(_with_runtime(vllm, vllm_dtype="float32")) != key(_with_runtime(vllm, vllm_dtype="bfloat16"))
+
+
+def test_evaluate_memo_key_holds_the_engine_dtype(tiny_params, monkeypatch, tmp_path):
+    from schemas.hashing import content_hash
+    from stages import evaluate
+
+    monkeypatch.setattr(evaluate, "model_hash", lambda folder: "model")
+    monkeypatch.setattr(evaluate, "file_hash", lambda path: f"hash of {Path(path).name}")
+    key = lambda p: evaluate.eval_key(p, "0", tmp_path)  # noqa: E731
+    cpu32 = _with_runtime(tiny_params, precision="float32")
+    bf16 = _with_runtime(tiny_params, precision="bfloat16")
+    assert key(cpu32) != key(bf16)
+    assert key(cpu32) == key(_with_runtime(cpu32, vllm_dtype="bfloat16"))  # not the transformers engine's knob
+    vllm = cpu32.model_copy(update={"grow": cpu32.grow.model_copy(update={"engine": "vllm"})})
+    assert key(_with_runtime(vllm, vllm_dtype="float32")) != key(_with_runtime(vllm, vllm_dtype="bfloat16"))
+    # float32 on the CPU adds nothing: the memo keys of the default's stored metrics stand
+    import torch
+    if not torch.cuda.is_available():
+        import verifiers
+        code = [Path(m.__file__) for m in (evaluate.engines, evaluate.grow, evaluate.score, evaluate.modeling)]
+        code += [Path(evaluate.__file__)] + sorted(Path(verifiers.__file__).parent.glob("*.py"))
+        p = cpu32
+        assert key(p) == content_hash(evaluate.FORMAT, "model", "hash of test.parquet", p.evaluate.model_dump(),
+                                      p.grow.engine, p.score.model_dump(), [f"hash of {c.name}" for c in code])
