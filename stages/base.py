@@ -2,7 +2,8 @@
 
 Default: builds the character tokenizer and a small Llama from `base.model` and trains it by SFT on
 the demonstrations (`data/problems/demos.parquet`). With `base.checkpoint` set, no training happens:
-`models/iter0/restem.json` points at the user's local Hugging Face checkpoint and records its hash.
+`models/iter0/restem.json` points at the user's local Hugging Face checkpoint (in `inputs/base/`, a dep of
+this stage, so replacing its weights reruns it) and records its hash.
 Like every Improve, it also writes the rows it trained on, `data/iter0/train.parquet` (the
 demonstrations; empty for a user's checkpoint).
 """
@@ -17,7 +18,7 @@ from schemas.hashing import content_hash, folder_hash
 from schemas.io import atomic_dir, read_rows, write_json, write_rows
 from schemas.params import Params, load_params
 from schemas.tables import Kept, ModelMeta, Problem
-from stages.common import iter_dir, log, model_dir, problems_dir, parse_args, stage_main
+from stages.common import iter_dir, log, model_dir, problems_dir, parse_args, stage_main, user_input
 from stages.engines import set_threads
 from stages.modeling import META_FILE, build_char_tokenizer, build_model, save_policy
 
@@ -75,7 +76,7 @@ def run(params: Params, root: Path = Path(".")) -> ModelMeta:
     out = model_dir(0, root)
     trained_on = iter_dir(0, root) / "train.parquet"
     if params.base.checkpoint:
-        meta = link_checkpoint(params.base.checkpoint, out)
+        meta = link_checkpoint(str(user_input(params.base.checkpoint, "base", "base.checkpoint", root)), out)
         write_rows(trained_on, Kept, [])
         log(f"base: using checkpoint {meta.checkpoint} ({meta.model_hash})")
         return meta

@@ -16,6 +16,7 @@ from schemas.errors import RestemError
 DATA = Path("data")
 MODELS = Path("models")
 METRICS = Path("metrics")
+INPUTS = Path("inputs")  # the user's own files: inputs/<stage>/ is a dep of that stage in dvc.yaml
 
 
 def problems_dir(root: Path = Path(".")) -> Path:
@@ -30,6 +31,23 @@ def iter_dir(iteration: int | str, root: Path = Path(".")) -> Path:
 def model_dir(iteration: int | str, root: Path = Path(".")) -> Path:
     """`models/iter<i>`: 0 is the base, '1b' the model of step 1b."""
     return root / MODELS / f"iter{iteration}"
+
+
+def user_input(value: str, stage: str, field: str, root: Path = Path(".")) -> Path:
+    """The user's file or checkpoint that params `field` names, relative paths taken from `root`.
+
+    It must lie in `inputs/<stage>/`, the folder dvc.yaml lists as a dep of `stage`, so that DVC tracks it by
+    content: with a path elsewhere, replacing the file would leave the stage "up to date" with stale outputs.
+    """
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else root / path
+    folder = root / INPUTS / stage
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise RestemError(
+            f"params: {field} is {value!r}, outside {INPUTS / stage}/ (the folder DVC tracks by content for stage "
+            f"{stage}); move or copy it there (a big checkpoint: `cp -al SRC {INPUTS / stage}/` makes hard links, no "
+            f"copy; a symbolic link does not work) and set {field} to {INPUTS / stage}/<name>")
+    return path
 
 
 def model_ref(text: str) -> int | str:

@@ -3,7 +3,8 @@
 Problems: GSM8K (question, answer ending `#### 18`), MATH (problem, solution with `\\boxed{}`, level,
 type), HumanEval (task_id, prompt, canonical_solution, test, entry_point) and APPS (question,
 solutions, input_output, difficulty, starter_code), from JSONL, JSONL.gz or Parquet, become
-`schemas.tables.Problem` rows. Another layout works through a field mapping (our name -> the file's
+`schemas.tables.Problem` rows, by default in `inputs/problems/` (the folder stage `problems` depends on, so
+DVC sees a re-import). Another layout works through a field mapping (our name -> the file's
 name, e.g. `{"question": "input"}`). An optional prompt template (a format string with `{prompt}`)
 wraps every prompt, e.g. for chat models; the problem id hashes the final prompt and reference.
 
@@ -26,6 +27,7 @@ from schemas.errors import RestemError
 from schemas.hashing import canonical_json, content_hash
 from schemas.io import read_records, write_rows
 from schemas.tables import Problem, Sample
+from stages.common import INPUTS
 from verifiers.math_answer import last_boxed, reference_answer
 
 FORMATS = ("gsm8k", "math", "humaneval", "apps")
@@ -258,13 +260,16 @@ def _report(fn: Callable[[], dict]) -> None:
 def import_problems_command(
     input: Path = typer.Option(..., "--input", "-i", help="problem file: JSONL, JSONL.gz or Parquet"),
     fmt: str = typer.Option(..., "--format", help="gsm8k, math, humaneval or apps"),
-    output: Path = typer.Option(..., "--output", "-o", help="Problem table to write (Parquet)"),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Problem table to write (Parquet); default inputs/problems/<split>.parquet, "
+        "where stage `problems` tracks it by content (params problems.files.<split> points at it)"),
     split: str = typer.Option("train", "--split", help="demo, train or test"),
     subset: str = typer.Option("default", "--subset", help="name of the set within the split"),
     field: list[str] = typer.Option([], "--field", help="our_name=your_name, for files with other field names"),
     template: Optional[str] = typer.Option(None, "--template", help="prompt template with {prompt}, e.g. for chat models"),
 ) -> None:
     """Import a problem file as a Problem table."""
+    output = output or INPUTS / "problems" / f"{split}.parquet"
     _report(lambda: import_problems(input, fmt, output, split, subset, parse_mapping(field), template))
 
 

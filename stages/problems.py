@@ -2,8 +2,8 @@
 
 Either generates the embedded addition task from a seed (demonstrations for the base model, a
 Grow pool, and named test sets at fixed digit counts, disjoint from each other), or reads a user's
-own JSONL/Parquet files (params: problems.files). Every row is checked; a bad row names the file,
-the row and the field.
+own JSONL/Parquet files (params: problems.files), which must lie in `inputs/problems/` (a dep of this stage,
+so DVC sees a replaced file). Every row is checked; a bad row names the file, the row and the field.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from schemas.errors import RestemError
 from schemas.io import atomic_dir, read_records, write_rows
 from schemas.params import ArithmeticTask, Params, ProblemFiles, load_params
 from schemas.tables import Problem
-from stages.common import log, problems_dir, parse_args, stage_main
+from stages.common import log, problems_dir, parse_args, stage_main, user_input
 from verifiers.arithmetic import make_prompt, random_operand, scratchpad
 from verifiers.reversed_addition import make_prompt as reversed_prompt, make_solution as reversed_solution
 
@@ -141,10 +141,12 @@ def run(params: Params, root: Path = Path(".")) -> dict[str, int]:
         tables = generate_arithmetic(spec.arithmetic, spec.seed)
     else:
         files = spec.files
+        paths = {split: user_input(getattr(files, split), "problems", f"problems.files.{split}", root)
+                 for split in SPLITS if getattr(files, split)}
         tables = {
-            "train": read_problem_file(Path(files.train), files, "train"),
-            "test": read_problem_file(Path(files.test), files, "test"),
-            "demos": read_problem_file(Path(files.demos), files, "demo", need_solution=True) if files.demos else [],
+            "train": read_problem_file(paths["train"], files, "train"),
+            "test": read_problem_file(paths["test"], files, "test"),
+            "demos": read_problem_file(paths["demos"], files, "demo", need_solution=True) if files.demos else [],
         }
         if not tables["demos"] and params.base.checkpoint is None:
             raise RestemError("params: training a base model needs demonstrations; set problems.files.demos "

@@ -25,7 +25,7 @@ from schemas.hashing import content_hash, folder_hash
 from schemas.io import atomic_dir, read_rows, write_json, write_rows
 from schemas.params import Params, RewardModelParams, load_params
 from schemas.tables import ModelMeta, Problem, Sample, Score
-from stages.common import DATA, METRICS, MODELS, log, model_dir, parse_args, problems_dir, stage_main
+from stages.common import DATA, METRICS, MODELS, log, model_dir, parse_args, problems_dir, stage_main, user_input
 from stages.engines import SamplingParams, set_threads
 from stages.modeling import META_FILE, model_hash, resolve_checkpoint
 from stages.stats import auc
@@ -219,7 +219,7 @@ def run(params: Params, root: Path = Path(".")) -> dict:
         return {"used": False}
     rm: RewardModelParams = params.reward_model  # present: params validation checks it
     if rm.checkpoint:
-        meta = _link(rm.checkpoint, root)
+        meta = _link(str(user_input(rm.checkpoint, "reward_model", "reward_model.checkpoint", root)), root)
         summary = {"used": True, "checkpoint": meta.checkpoint, "model": meta.model_hash}
         write_json(root / METRICS / "reward.json", summary)
         log(f"reward_model: using checkpoint {meta.checkpoint}")

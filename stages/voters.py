@@ -25,7 +25,7 @@ from schemas.hashing import content_hash
 from schemas.io import atomic_dir, read_rows, write_json, write_rows
 from schemas.params import Params, load_params
 from schemas.tables import Problem, Sample, Score
-from stages.common import DATA, METRICS, MODELS, log, parse_args, problems_dir, stage_main
+from stages.common import DATA, METRICS, MODELS, log, parse_args, problems_dir, stage_main, user_input
 from stages.engines import SamplingParams, set_threads
 
 VOTERS = "voters"
@@ -88,13 +88,14 @@ def build_voters(params: Params, root: Path) -> dict[str, Path]:
 
     names = voter_names(params)
     v = params.filter.voters
+    checkpoints = [user_input(c, VOTERS, "filter.voters.checkpoints", root) for c in v.checkpoints]  # before training
     trained = {name: _trained_voter(params, root, name, seed) for name, seed in zip(names, v.seeds)}
     with atomic_dir(voters_model_dir(root)) as tmp:
         for name, folder in trained.items():
             shutil.copytree(folder, tmp / name)
-        for name, checkpoint in zip(names[len(v.seeds):], v.checkpoints):
+        for name, checkpoint in zip(names[len(v.seeds):], checkpoints):
             try:
-                meta = link_checkpoint(checkpoint, tmp / name)
+                meta = link_checkpoint(str(checkpoint), tmp / name)
             except RestemError as exc:
                 raise RestemError(f"filter.voters.checkpoints: {exc}") from None
             log(f"voters: {name} is {meta.checkpoint} ({meta.model_hash})")

@@ -121,7 +121,8 @@ def voted(trained_root, tmp_path_factory):
     shutil.copytree(src / "data" / "problems", root / "data" / "problems")
     shutil.copytree(src / "models" / "iter0", root / "models" / "iter0")
     raw = params.model_dump(mode="json")
-    raw["filter"].update(mode="agreement", voters={"seeds": [1], "checkpoints": [str(src / "models" / "iter0")]})
+    shutil.copytree(src / "models" / "iter0", root / "inputs" / "voters" / "base")  # the voters' tracked folder
+    raw["filter"].update(mode="agreement", voters={"seeds": [1], "checkpoints": ["inputs/voters/base"]})
     params = Params.model_validate(raw)
     summary = voters.run(params, root)
     grow.run(params, 1, 0, root)
@@ -207,7 +208,8 @@ def test_a_voter_checkpoint_that_is_not_a_model_names_the_param(trained_root, tm
     src, params = trained_root
     shutil.copytree(src / "data" / "problems", tmp_path / "data" / "problems")
     raw = params.model_dump(mode="json")
-    raw["filter"].update(mode="agreement", voters={"checkpoints": [str(tmp_path / "nothing")]})
+    (tmp_path / "inputs" / "voters" / "nothing").mkdir(parents=True)
+    raw["filter"].update(mode="agreement", voters={"checkpoints": ["inputs/voters/nothing"]})
     with pytest.raises(RestemError, match="filter.voters.checkpoints: .*no config.json"):
         voters.run(Params.model_validate(raw), tmp_path)
     assert not (tmp_path / "models" / "voters").exists()  # nothing half-written
@@ -233,13 +235,13 @@ def test_a_rerun_after_a_failure_reuses_the_voters_already_trained(trained_root,
     shutil.copytree(src / "data" / "problems", tmp_path / "data" / "problems")
     raw = params.model_dump(mode="json")
     raw["base"]["train"]["epochs"] = 2  # the voter only has to exist here
-    raw["filter"].update(mode="agreement", voters={"seeds": [3], "checkpoints": [str(tmp_path / "not-yet")]})
+    raw["filter"].update(mode="agreement", voters={"seeds": [3], "checkpoints": ["inputs/voters/not-yet"]})
     with pytest.raises(RestemError, match="no config.json"):  # seed3 trained, then the checkpoint fails
         voters.run(Params.model_validate(raw), tmp_path)
     assert not (tmp_path / "models" / "voters").exists()
     waiting = list(voters.partial_dir(tmp_path).glob("seed3-*"))
     assert len(waiting) == 1 and (waiting[0] / "model.safetensors").is_file()
-    shutil.copytree(src / "models" / "iter0", tmp_path / "not-yet")
+    shutil.copytree(src / "models" / "iter0", tmp_path / "inputs" / "voters" / "not-yet")
 
     def no_training(*args, **kwargs):
         raise AssertionError("seed3 was trained again")

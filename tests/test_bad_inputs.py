@@ -22,31 +22,38 @@ def _files_params(tiny_raw, tmp_path, train, test):
     return Params.model_validate(tiny_raw)
 
 
+def _inputs(root):
+    """inputs/problems/ of the workspace `root`: where params problems.files must point (a dep of stage problems)."""
+    folder = root / "inputs" / "problems"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def _jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
 def test_missing_problem_file(tmp_path, tiny_raw):
-    test = _jsonl(tmp_path / "test.jsonl", [{"prompt": "1+1=", "reference": "2"}])
-    params = _files_params(tiny_raw, tmp_path, tmp_path / "nope.jsonl", test)
+    test = _jsonl(_inputs(tmp_path) / "test.jsonl", [{"prompt": "1+1=", "reference": "2"}])
+    params = _files_params(tiny_raw, tmp_path, _inputs(tmp_path) / "nope.jsonl", test)
     with pytest.raises(RestemError, match=r"nope\.jsonl: problem file not found"):
         problems.run(params, tmp_path)
     assert not (tmp_path / "data").exists()
 
 
 def test_malformed_json_line_is_named(tmp_path, tiny_raw):
-    train = tmp_path / "train.jsonl"
+    train = _inputs(tmp_path) / "train.jsonl"
     train.write_text('{"prompt": "1+1=", "reference": "2"}\n{"prompt": "2+2=", "reference": \n')
-    test = _jsonl(tmp_path / "test.jsonl", [{"prompt": "1+2=", "reference": "3"}])
+    test = _jsonl(_inputs(tmp_path) / "test.jsonl", [{"prompt": "1+2=", "reference": "3"}])
     with pytest.raises(RestemError, match=r"train\.jsonl: line 2 is not valid JSON"):
         problems.run(_files_params(tiny_raw, tmp_path, train, test), tmp_path)
     assert not (tmp_path / "data").exists()
 
 
 def test_missing_field_names_row_and_field(tmp_path, tiny_raw):
-    train = _jsonl(tmp_path / "train.jsonl", [{"prompt": "1+1=", "reference": "2"}, {"question": "2+2="}])
-    test = _jsonl(tmp_path / "test.jsonl", [{"prompt": "1+2=", "reference": "3"}])
+    train = _jsonl(_inputs(tmp_path) / "train.jsonl", [{"prompt": "1+1=", "reference": "2"}, {"question": "2+2="}])
+    test = _jsonl(_inputs(tmp_path) / "test.jsonl", [{"prompt": "1+2=", "reference": "3"}])
     with pytest.raises(RestemError, match=r"train\.jsonl, row 2: field `prompt`"):
         problems.run(_files_params(tiny_raw, tmp_path, train, test), tmp_path)
 
@@ -55,9 +62,9 @@ def test_user_files_with_field_mapping_and_parquet(tmp_path, tiny_raw):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({"q": ["1+1=", "2+2="], "a": [2, 4]}), tmp_path / "train.parquet")
-    test = _jsonl(tmp_path / "test.jsonl", [{"q": "1+2=", "a": "3", "level": 1}])
-    params = _files_params(tiny_raw, tmp_path, tmp_path / "train.parquet", test)
+    pq.write_table(pa.table({"q": ["1+1=", "2+2="], "a": [2, 4]}), _inputs(tmp_path) / "train.parquet")
+    test = _jsonl(_inputs(tmp_path) / "test.jsonl", [{"q": "1+2=", "a": "3", "level": 1}])
+    params = _files_params(tiny_raw, tmp_path, _inputs(tmp_path) / "train.parquet", test)
     files = params.problems.files.model_copy(update={"prompt_field": "q", "reference_field": "a",
                                                     "difficulty_field": "level"})
     params = params.model_copy(update={"problems": params.problems.model_copy(update={"files": files})})
@@ -65,8 +72,16 @@ def test_user_files_with_field_mapping_and_parquet(tmp_path, tiny_raw):
     assert counts == {"train": 2, "test": 1, "demos": 0}
 
 
-def test_files_without_demos_or_checkpoint_is_an_error(tmp_path, tiny_raw):
+def test_problem_file_outside_inputs_is_an_error(tmp_path, tiny_raw):
     train = _jsonl(tmp_path / "train.jsonl", [{"prompt": "1+1=", "reference": "2"}])
+    params = _files_params(tiny_raw, tmp_path, train, _jsonl(_inputs(tmp_path) / "test.jsonl", []))
+    with pytest.raises(RestemError, match=r"problems.files.train is .*train\.jsonl', outside inputs/problems/"):
+        problems.run(params, tmp_path)
+    assert not (tmp_path / "data").exists()
+
+
+def test_files_without_demos_or_checkpoint_is_an_error(tmp_path, tiny_raw):
+    train = _jsonl(_inputs(tmp_path) / "train.jsonl", [{"prompt": "1+1=", "reference": "2"}])
     params = _files_params(tiny_raw, tmp_path, train, train)
     params = params.model_copy(update={"base": params.base.model_copy(update={"checkpoint": None})})
     with pytest.raises(RestemError, match="needs demonstrations"):

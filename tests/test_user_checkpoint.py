@@ -16,19 +16,20 @@ from stages.modeling import resolve_checkpoint
 
 def test_own_checkpoint_and_problem_files(tmp_path, tiny_raw, trained_root):
     trained, _ = trained_root
-    checkpoint = tmp_path / "my-model"
+    root = tmp_path / "ws"
+    checkpoint = root / "inputs" / "base" / "my-model"  # where DVC tracks it by content (stage base's dep)
     shutil.copytree(trained / "models" / "iter0", checkpoint)
     (checkpoint / "restem.json").unlink()  # a plain Hugging Face folder, as users have
     rows = [{"question": f"{a}+{b}=", "answer": a + b} for a in range(10, 40, 3) for b in range(11, 50, 7)]
-    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:40]))
-    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[40:]))
-    tiny_raw["problems"] = {"source": "files", "seed": 0, "files": {
-        "train": str(tmp_path / "train.jsonl"), "test": str(tmp_path / "test.jsonl"),
+    (root / "inputs" / "problems").mkdir(parents=True)
+    (root / "inputs" / "problems" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:40]))
+    (root / "inputs" / "problems" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[40:]))
+    tiny_raw["problems"] = {"source": "files", "seed": 0, "files": {  # relative paths: from the workspace root
+        "train": "inputs/problems/train.jsonl", "test": "inputs/problems/test.jsonl",
         "prompt_field": "question", "reference_field": "answer"}}
     tiny_raw["base"]["checkpoint"] = str(checkpoint)
     tiny_raw["score"]["verifier"] = "exact"
     params = Params.model_validate(tiny_raw)
-    root = tmp_path / "ws"
 
     problems.run(params, root)
     meta = base.run(params, root)
