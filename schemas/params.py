@@ -342,8 +342,8 @@ class RuntimeParams(Section):
         default="auto", description="changes results: dtype of the transformers engine and of training: auto = "
         "bfloat16 on a CUDA GPU, float32 on CPU (a GPU run's samples differ from a CPU run's anyway)")
     vllm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        default="float32", description="changes results: vllm engine's model precision (auto: the checkpoint's); float32 keeps "
-        "its greedy output equal to the transformers engine's, bfloat16 is faster on GPUs")
+        default="float32", description="changes results: vllm engine's model precision (auto: the checkpoint's); "
+        "float32 keeps its greedy output equal to the transformers engine's, bfloat16 is faster on GPUs")
     tensor_parallel_size: int = Field(default=1, ge=1, description="vllm engine: devices that split each layer")
     vllm_kv_cache_gb: Optional[float] = Field(
         default=None, gt=0, description="vllm engine: KV cache size in GiB; null: 1 GiB on CPU, on a GPU "

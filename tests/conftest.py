@@ -67,7 +67,7 @@ TINY = {
                                "schedule": "cosine", "weight_decay": 0.0, "seed": 0}},
     # float32 on every device, so the suite's thresholds mean the same on a GPU machine; tests/test_gpu.py
     # covers bf16 there.
-    "runtime": {"batch_size": 64, "threads": 1, "precision": "float32"},
+    "runtime": {"batch_size": 64, "threads": 1, "precision": "float32", "vllm_dtype": "float32"},  # dvc.yaml tracks both
 }
 
 

@@ -247,3 +247,15 @@ def test_evaluate_memo_key_holds_the_engine_dtype(tiny_params, monkeypatch, tmp_
         p = cpu32
         assert key(p) == content_hash(evaluate.FORMAT, "model", "hash of test.parquet", p.evaluate.model_dump(),
                                       p.grow.engine, p.score.model_dump(), [f"hash of {c.name}" for c in code])
+
+
+def test_every_tracked_param_is_in_params_yaml():
+    """DVC stops with "Parameters ... are missing" when a key a stage tracks is absent from params.yaml."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for name, body in stages().items():
+        for key in body.get("params") or []:
+            if isinstance(key, str) and "${" not in key:
+                node = raw
+                for part in key.split("."):
+                    assert isinstance(node, dict) and part in node, f"stage {name} tracks {key}, not in params.yaml"
+                    node = node[part]
