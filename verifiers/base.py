@@ -49,11 +49,11 @@ IN_PROCESS = frozenset({"arithmetic", "reversed_addition", "exact"})
 CODE = frozenset({"humaneval", "apps"})
 
 
-def _registry() -> dict[str, Callable[[], Verifier]]:
+def _registry() -> dict[str, Callable[..., Verifier]]:
     import importlib
 
-    def factory(module: str, cls: str) -> Callable[[], Verifier]:
-        return lambda: getattr(importlib.import_module(module), cls)()
+    def factory(module: str, cls: str) -> Callable[..., Verifier]:
+        return lambda **options: getattr(importlib.import_module(module), cls)(**options)
 
     return {name: factory(*where) for name, where in _VERIFIERS.items()}
 
@@ -62,12 +62,13 @@ def verifier_names() -> list[str]:
     return sorted(_registry())
 
 
-def get_verifier(name: str) -> Verifier:
-    """The verifier called `name`; an unknown name is an error that lists the known ones."""
+def get_verifier(name: str, **options: Any) -> Verifier:
+    """The verifier called `name`, built with `options` (e.g. `extraction="strict"` for math and gsm8k);
+    an unknown name is an error that lists the known ones."""
     table = _registry()
     if name not in table:
         raise RestemError(f"unknown verifier {name!r}; choose one of {sorted(table)} (params.yaml: score.verifier)")
-    return table[name]()
+    return table[name](**options)
 
 
 def error_verdict(exc: BaseException) -> Verdict:
