@@ -257,6 +257,11 @@ def lineage(con, root: Path, rows: list[dict]) -> dict:
                               WHERE iteration IN ({iter_list}) GROUP BY ALL
                               UNION ALL SELECT iteration, filter_reason, count(*) FROM rejected
                               WHERE iteration IN ({iter_list}) GROUP BY ALL ORDER BY 1, 2""").to_pylist()
+    # math/gsm8k rows record their answer extraction (strict | lenient) in `details`; other verifiers do not
+    extraction = [r["mode"] for r in run_query(con, f"""
+        SELECT DISTINCT json_extract_string(details, '$.extraction') AS mode FROM scores
+        WHERE iteration IN ({iter_list}) AND json_extract_string(details, '$.extraction') IS NOT NULL
+        ORDER BY 1""").to_pylist()]
     paths = ["data/problems"]
     for it in iterations:
         paths += [f"data/iter{it}/{n}.parquet" for n in ("samples", "scores", "kept", "rejected")]
@@ -267,6 +272,7 @@ def lineage(con, root: Path, rows: list[dict]) -> dict:
     return {
         "iterations": iterations, "per_iteration": per_iter, "models": models, "filter_counts": filt,
         "verifiers": sorted({r["verifier"] or "none" for r in rows}),
+        "extraction": extraction,
         "rules": sorted({r["rule"] for r in rows if r["rule"]}),
         "purposes": sorted(Counter(r["purpose"] for r in rows).items()),
         "difficulty": sorted(Counter(r["difficulty"] for r in rows).items(),
@@ -364,11 +370,14 @@ def card_body(sel: Selection, lin: dict, split_counts: dict[str, int], name: str
            + (f", from the checkpoint `{base['checkpoint']}`" if base.get("checkpoint") else ""),
            "- Problem sources: " + ", ".join(f"`{x}`" for x in lin["sources"]),
            "- Verifiers (name and version): " + ", ".join(f"`{v}`" for v in lin["verifiers"]),
-           "- Filter rules: " + (", ".join(f"`{r}`" for r in lin["rules"]) or "none (rows not from `kept`)"),
-           "- Rows by purpose: " + ", ".join(f"{p} {n}" for p, n in lin["purposes"])
-           + ("; eval rows were sampled by the `evaluate` stage (params below), not by Grow"
-              if any(p == "eval" for p, _ in lin["purposes"]) else ""),
            ]
+    if lin.get("extraction"):
+        out.append("- Math answer extraction (`score.extraction`, recorded in each score row's details): "
+                   + ", ".join(f"`{m}`" for m in lin["extraction"]))
+    out += ["- Filter rules: " + (", ".join(f"`{r}`" for r in lin["rules"]) or "none (rows not from `kept`)"),
+            "- Rows by purpose: " + ", ".join(f"{p} {n}" for p, n in lin["purposes"])
+            + ("; eval rows were sampled by the `evaluate` stage (params below), not by Grow"
+               if any(p == "eval" for p, _ in lin["purposes"]) else "")]
     if sel.query:
         out += ["- Selection query:", "", "```sql", sel.query.strip(), "```"]
     out += ["", "### Sampling, per iteration", "",

@@ -3,23 +3,27 @@ pure checks in-process, math in a process pool with hard per-sample timeouts, co
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from functools import partial
+from typing import Any, Mapping, Optional, Sequence
 
 from verifiers.base import CODE, IN_PROCESS, Verdict, get_verifier, score_all
 
 
 def grade_batch(verifier: str, pairs: Sequence[tuple[str, Mapping[str, Any]]], workers: int = 0,
-                timeout_s: float = 10.0) -> tuple[list[Verdict], dict]:
+                timeout_s: float = 10.0, options: Optional[Mapping[str, Any]] = None) -> tuple[list[Verdict], dict]:
     """Verdicts for (completion, problem) pairs in input order, and counts of timeouts and crashes.
 
     workers: processes or sandboxes (0: one per CPU). timeout_s: hard limit per sample (per program run
-    for code). A timeout or crash of a math grader is the verdict `error`, never `incorrect`.
+    for code). options: the verifier's constructor options (`get_verifier(verifier, **options)`), the
+    same in this process and in every pool worker. A timeout or crash of a math grader is the verdict
+    `error`, never `incorrect`.
     """
+    options = dict(options or {})
     from verifiers.pool import default_workers
 
     workers = workers or default_workers()
     if verifier in IN_PROCESS:
-        return score_all(get_verifier(verifier), pairs), {"timeouts": 0, "crashes": 0, "restarts": 0}
+        return score_all(get_verifier(verifier, **options), pairs), {"timeouts": 0, "crashes": 0, "restarts": 0}
     if verifier in CODE:
         from verifiers.code_exec import AppsVerifier, HumanEvalVerifier, Limits
 
@@ -29,5 +33,7 @@ def grade_batch(verifier: str, pairs: Sequence[tuple[str, Mapping[str, Any]]], w
         return verdicts, {"timeouts": timeouts, "crashes": 0, "restarts": 0}
     from verifiers.pool import score_pooled
 
-    verdicts, stats = score_pooled(verifier, list(pairs), workers=workers, timeout_s=timeout_s)
+    # a partial of the module-level get_verifier pickles, so each worker builds the verifier with `options`
+    spec = partial(get_verifier, verifier, **options) if options else verifier
+    verdicts, stats = score_pooled(spec, list(pairs), workers=workers, timeout_s=timeout_s)
     return verdicts, {k: stats[k] for k in ("timeouts", "crashes", "restarts")}

@@ -272,7 +272,7 @@ def math_verify_answer(text: str) -> Optional[str]:
             except Exception:  # noqa: BLE001 - an unparseable match is skipped, as math-verify does
                 continue
             if value is not None and found:
-                return _matched_latex(match) if isinstance(target, LatexExtractionConfig) else found
+                return _matched_latex(match) if isinstance(target, LatexExtractionConfig) else found.strip().rstrip(".,;:")
     return None
 
 

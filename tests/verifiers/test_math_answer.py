@@ -21,17 +21,24 @@ def _golden_rows() -> list[dict]:
 
 def test_golden_table_is_large_and_balanced():
     rows = _golden_rows()
-    assert len(rows) >= 60
+    assert len(rows) >= 120
+    assert {r.get("extraction") or "" for r in rows} == {"", "strict", "lenient"}
     verdicts = {r["expected"] for r in rows}
     assert verdicts == {"correct", "incorrect"}
     assert all(r["why"].strip() for r in rows), "every row says why it is there"
 
 
-@pytest.mark.parametrize("row", _golden_rows(), ids=lambda r: r["why"])
-def test_golden_row(row):
-    verdict = MathVerifier()(row["prediction"], {"reference": row["gold"]})
+def _golden_cases() -> list[tuple[dict, str]]:
+    """(row, extraction mode): a row with an empty `extraction` holds in both modes."""
+    return [(r, mode) for r in _golden_rows() for mode in ((r.get("extraction") or "strict lenient").split())]
+
+
+@pytest.mark.parametrize("row, mode", _golden_cases(), ids=lambda x: x["why"] if isinstance(x, dict) else x)
+def test_golden_row(row, mode):
+    verdict = MathVerifier(extraction=mode)(row["prediction"], {"reference": row["gold"]})
     assert verdict.verdict == row["expected"], (row, verdict)
     assert verdict.reward == (1.0 if row["expected"] == "correct" else 0.0)
+    assert verdict.details["extraction"] == mode
 
 
 def test_guards_cover_real_math_verify_false_positives():
