@@ -190,8 +190,11 @@ def sentence_value(value: str) -> str:
 def _statements(text: str) -> list[tuple[int, str, str]]:
     """(position, kind, value text) of every final-answer statement in `text`."""
     found, taken = [], []
-    for kind, pattern in (("hashes", _HASHES), ("final_answer", _FINAL_IS), ("answer_is", _ANSWER_IS),
-                          ("answer_line", _ANSWER_LINE)):
+    low = text.lower()
+    for kind, pattern, needle in (("hashes", _HASHES, "####"), ("final_answer", _FINAL_IS, "final answer"),
+                                  ("answer_is", _ANSWER_IS, "answer"), ("answer_line", _ANSWER_LINE, ":")):
+        if needle not in low:  # the cheap test first: most completions hold one marker at most
+            continue
         for m in pattern.finditer(text):
             if any(a <= m.start() < b for a, b in taken):
                 continue  # `answer is` inside `final answer is`: one statement
@@ -301,6 +304,7 @@ def extract_answer(completion: str, mode: str = DEFAULT_EXTRACTION) -> tuple[Opt
     return None, "none"
 
 
+@lru_cache(maxsize=65_536)
 def reference_answer(reference: str) -> str:
     """The final answer inside a reference: a full GSM8K/MATH solution, or already the bare answer."""
     text = _cut(reference)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
+from functools import lru_cache
 from typing import Optional
 
+_PLAIN_NUMBER = re.compile(r"^\s*-?\d+(?:\.\d+)?\s*$")
 _THOUSANDS = re.compile(r"^-?[1-9]\d{0,2}(,\d{3})+(\.\d+)?$")
 _SPACE_THOUSANDS = re.compile(r"^-?[1-9]\d{0,2}( \d{3})+(\.\d+)?$")
 DECIMAL_COMMA = re.compile(r"^-?\d+,\d+$")
@@ -50,8 +52,11 @@ def _strip_delimiters(text: str) -> str:
     return text
 
 
+@lru_cache(maxsize=65_536)
 def clean_answer(text: str) -> str:
     """Remove what does not change an answer's value: delimiters, currency, `%`, units, commas in numbers."""
+    if _PLAIN_NUMBER.match(text):
+        return text.strip()
     text = _strip_delimiters(re.sub(r"^(?:\\?[\"'])+|(?:\\?[\"'])+$", "", text.strip()))
     text = text.rstrip(".").strip()
     text = re.sub(r"(?<!\\)\\\\(?=[A-Za-z])", r"\\", text)  # `\\frac` written with an escaped backslash
@@ -118,6 +123,8 @@ def one_value(pred: str, gold: str) -> tuple[str, Optional[str]]:
     A name given a value (`x = 5`) states the value; any other relation (`20=5`, `3 = 5`), calculator
     markup (`5>>5`, `5<<5`) or a second value where the reference has one (`3 and 4`) is not an answer.
     Where the reference is itself a relation, relations are compared as they are."""
+    if _PLAIN_NUMBER.match(pred):
+        return pred, None
     if "<<" in pred or ">>" in pred:
         return pred, "calculator markup `<<`/`>>` in the answer"
     if _top_level(gold, _RELATION):
