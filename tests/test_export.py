@@ -240,7 +240,7 @@ def test_card_records_the_math_answer_extraction(workspace, tmp_path):
     shutil.copytree(workspace, ws)
     path = ws / "data/iter1/scores.parquet"
     path.chmod(0o644)
-    rows = [s.model_copy(update={"details": json.dumps({**json.loads(s.details), "extraction": "lenient"})})
+    rows = [Score(**{**s, "details": json.dumps({**json.loads(s["details"]), "extraction": "lenient"})})
             for s in read_rows(path, Score)]
     write_rows(path, Score, rows, sort_by=["sample_id"])
     run(ws, tmp_path / "math", Selection(iterations=(1,)))

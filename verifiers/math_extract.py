@@ -36,7 +36,8 @@ DEFAULT_EXTRACTION = "strict"
 EXTRACTING_VERIFIERS = frozenset({"math", "gsm8k"})
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
-_HASHES = re.compile(r"####[ \t]*")
+# `#### 18` ends a GSM8K solution; `#### Step 1: ...` is a markdown heading, not an answer.
+_HASHES = re.compile(r"(?<!#)####(?![ \t]*(?:(?!(?:sqrt|exp|log|sin|cos|tan)\b)[A-Za-z]{3,}|#))[ \t]*")
 _HOPE = re.compile(r"I hope it is correct\.?", re.IGNORECASE)
 _END_OF_TURN = re.compile(r"<\|im_start\|>|<\|im_end\|>|<\|endoftext\|>|<\|eot_id\|>|</s>")
 _NEW_QUESTION = re.compile(r"^[ \t]*(?:Q|Question|Problem)[ \t]*:", re.MULTILINE)
