@@ -133,10 +133,12 @@ def main() -> None:
     print(f"{len(rows)} rows in {len(tests)} parametrized tests ({len(literal)} rows in {len(tests) - 1} tests "
           "without the f-string row of test_float_precision)")
     results = {"restem lenient": restem_says(rows, "lenient"), "restem strict": restem_says(rows, "strict"),
-               "math-verify bare (defaults)": bare_says(rows), "math-verify, each test's own call": own_config_says(rows)}
+               "math-verify bare (defaults)": bare_says(rows),
+               "math-verify, each test's own call": own_config_says(rows)}
     for name, said in results.items():
         agree = [s == r.expected for s, r in zip(said, rows)]
-        print(f"{name:<36} {sum(agree):>3}/{len(rows)}   ({sum(agree[i] for i in literal)}/{len(literal)} literal rows)")
+        print(f"{name:<36} {sum(agree):>3}/{len(rows)}   "
+              f"({sum(agree[i] for i in literal)}/{len(literal)} literal rows)")
     for name in ("restem lenient", "restem strict", "math-verify bare (defaults)"):
         misses = [i for i, (s, r) in enumerate(zip(results[name], rows)) if s != r.expected]
         print(f"\nmisses of {name} ({len(misses)}):")

@@ -62,7 +62,8 @@ def clean_answer(text: str) -> str:
     text = re.sub(r"(?<!\\)\\\\(?=[A-Za-z])", r"\\", text)  # `\\frac` written with an escaped backslash
     text = re.sub(r",\\!\s*", ",", text).replace("{,}", ",").replace("{, }", ",")  # 10,\!000 and 14{,}916
     text = _TEXT.sub(lambda m: m.group(1), text)
-    text = re.sub(r"(?<!\\)\\ ", " ", text.replace("\\!", "").replace("\\,", "")).replace("\\left", "").replace("\\right", "")
+    text = re.sub(r"(?<!\\)\\ ", " ", text.replace("\\!", "").replace("\\,", ""))  # `\ ` but not a row break `\\ `
+    text = text.replace("\\left", "").replace("\\right", "")
     text = re.sub(r"\^\s*\{?\\circ\}?", "", text)
     text = text.replace("\\%", "").replace("%", "").replace("\\$", "").replace("$", "")
     text = re.sub(r"^(?:USD|US\$|€|£|¥|Rs\.?)\s*", "", text).strip()

@@ -144,3 +144,12 @@ def test_params_default_is_the_verifiers_default(tiny_raw):
     raw["score"]["extraction"] = "loose"
     with pytest.raises(Exception, match="extraction"):
         Params.model_validate(raw)
+
+
+def test_why_strict_is_the_default():
+    """Garbage that ends in the reference without committing to it: lenient's last-expression fallback
+    takes it, strict never does (the Grow sample of the issue, without its `####`)."""
+    garbage = "BV <<3 = 12/125 = $<<50 = $<<300\n20=5"
+    assert grade(garbage, "5", "lenient").verdict == "correct"
+    assert grade(garbage, "5", "strict").verdict == "incorrect"
+    assert DEFAULT_EXTRACTION == "strict"
