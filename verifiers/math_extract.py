@@ -24,6 +24,7 @@ Whether the found text is one value (not `20=5`) is decided against the referenc
 
 from __future__ import annotations
 
+import bisect
 import re
 from functools import lru_cache
 from typing import Optional
@@ -49,6 +50,8 @@ _ANSWER_LINE = re.compile(r"(?:^[ \t]*(?:\*\*)?(?:A|[Aa]nswer)|\b[Ff]inal [Aa]ns
                           re.MULTILINE)
 # What may sit between two boxes of one answer: `\boxed{-2} \quad \text{and} \quad \boxed{1}`.
 _BOX_JOINER = re.compile(r"^(?:\s|[,;.$]|\\[()\[\],;!]|\\quad|\\qquad|\\text\{\s*(?:and|or|,)\s*\}|\band\b|\bor\b)*$")
+# A statement's value is read from at most this many characters (one sentence or display).
+_VALUE_CHARS = 2000
 # Math delimiters a statement's value may be wrapped in.
 _OPENERS = (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$"))
 
@@ -67,34 +70,36 @@ def verifier_options(verifier: str, extraction: str) -> dict:
 # ---------------------------------------------------------------------------------------------- boxes
 
 
-def braced(text: str, start: int) -> Optional[int]:
-    """The index just past the brace group opening at `text[start] == "{"`, or None if unbalanced."""
-    depth = 0
-    for i in range(start, len(text)):
-        if text[i] == "{" and (i == 0 or text[i - 1] != "\\"):
-            depth += 1
-        elif text[i] == "}" and (i == 0 or text[i - 1] != "\\"):
-            depth -= 1
-            if depth == 0:
-                return i + 1
-    return None
+def _brace_pairs(text: str) -> dict[int, int]:
+    """Index of each balanced `{` -> the index just past its `}` (escaped `\\{`, `\\}` ignored); one pass."""
+    pairs, stack = {}, []
+    for i, ch in enumerate(text):
+        if ch in "{}" and (i == 0 or text[i - 1] != "\\"):
+            if ch == "{":
+                stack.append(i)
+            elif stack:
+                pairs[stack.pop()] = i + 1
+    return pairs
 
 
 def boxes(text: str) -> list[tuple[int, int, str]]:
-    """(start, end, content) of every balanced `\\boxed{...}` / `\\fbox{...}` (or `\\boxed 5`), in order."""
-    out = []
+    """(start, end, content) of every balanced `\\boxed{...}` / `\\fbox{...}` (or `\\boxed 5`), in order;
+    a box inside a box counts once, as the outer one."""
+    out: list[tuple[int, int, str]] = []
+    pairs = _brace_pairs(text) if "{" in text else {}
     for m in _BOXED.finditer(text):
+        if out and m.start() < out[-1][1]:
+            continue  # inside the previous box
         end = m.end()
         if end < len(text) and text[end] == "{":
-            close = braced(text, end)
+            close = pairs.get(end)
             if close is not None:
                 out.append((m.start(), close, text[end + 1 : close - 1].strip()))
-        elif m.group(0).endswith((" ", "\t")):  # `\boxed 5`: one token
-            token = re.match(r"[^\s$]+", text[end:])
+        elif m.group(0).endswith((" ", "\t")):  # `\\boxed 5`: one token
+            token = re.match(r"[^\s$]+", text[end : end + 200])
             if token:
                 out.append((m.start(), end + token.end(), token.group(0)))
-    # a box inside a box counts once, as the outer one
-    return [b for b in out if not any(o[0] < b[0] and b[1] <= o[1] for o in out)]
+    return out
 
 
 def last_boxed(text: str) -> Optional[str]:
@@ -131,10 +136,13 @@ def _cut(text: str) -> str:
     if m:
         end = min(end, m.start())
     text = text[:end]
-    for m in _NEW_QUESTION.finditer(text):
-        before = text[: m.start()]
-        if _statements(before) or boxes(before):
-            return before
+    if _NEW_QUESTION.search(text):
+        answered = [m.start() for m in (p.search(text) for p in (_HASHES, _FINAL_IS, _ANSWER_IS, _ANSWER_LINE, _BOXED))
+                    if m]
+        if answered:
+            m = _NEW_QUESTION.search(text, min(answered))
+            if m:
+                return text[: m.start()]
     return text
 
 
@@ -192,22 +200,30 @@ def sentence_value(value: str) -> str:
 
 
 def _statements(text: str) -> list[tuple[int, str, str]]:
-    """(position, kind, value text) of every final-answer statement in `text`."""
-    found, taken = [], []
+    """(position, kind, value text) of the last final-answer statement of each kind in `text`, in order
+    (only the last can win, so earlier ones are never read: linear in the text's length)."""
+    found = []
     low = text.lower()
+    final_spans = [(m.start(), m.end()) for m in _FINAL_IS.finditer(text)] if "final answer" in low else []
     for kind, pattern, needle in (("hashes", _HASHES, "####"), ("final_answer", _FINAL_IS, "final answer"),
                                   ("answer_is", _ANSWER_IS, "answer"), ("answer_line", _ANSWER_LINE, ":")):
         if needle not in low:  # the cheap test first: most completions hold one marker at most
             continue
-        for m in pattern.finditer(text):
-            if any(a <= m.start() < b for a, b in taken):
+        for m in reversed(list(pattern.finditer(text))):
+            if kind == "answer_is" and _inside(m.start(), final_spans):
                 continue  # `answer is` inside `final answer is`: one statement
-            value = _statement_value(text[m.end():])
+            value = _statement_value(text[m.end() : m.end() + _VALUE_CHARS])
             if kind == "answer_line" and (_FINAL_IS.match(value) or _ANSWER_IS.search(value[:40])):
                 continue  # `Final Answer: The final answer is X`: the inner statement gives X
-            taken.append((m.start(), m.end()))
             found.append((m.start(), kind, value))
+            break
     return sorted(found)
+
+
+def _inside(pos: int, spans: list[tuple[int, int]]) -> bool:
+    """Whether `pos` lies in one of the sorted, disjoint `spans`."""
+    k = bisect.bisect_right(spans, (pos, float("inf"))) - 1
+    return k >= 0 and spans[k][0] <= pos < spans[k][1]
 
 
 # ----------------------------------------------------------------------------------------------- bare

@@ -153,3 +153,16 @@ def test_why_strict_is_the_default():
     assert grade(garbage, "5", "lenient").verdict == "correct"
     assert grade(garbage, "5", "strict").verdict == "incorrect"
     assert DEFAULT_EXTRACTION == "strict"
+
+
+@pytest.mark.parametrize("text", ["the answer is 5 " * 20000, "\\boxed{1} " * 20000, "\\boxed{" * 20000,
+                                  "\\boxed{5}\n" + "Q: x\n" * 20000, "Final Answer: The final answer is 4. " * 5000])
+def test_degenerate_outputs_grade_in_linear_time(text):
+    """A model stuck in a loop writes the same marker thousands of times; extraction must not go
+    quadratic (the pool would time the sample out as `error`)."""
+    import time
+
+    started = time.perf_counter()
+    for mode in ("strict", "lenient"):
+        grade(text, "5", mode)
+    assert time.perf_counter() - started < 5.0
