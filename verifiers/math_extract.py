@@ -118,7 +118,7 @@ def _last_box_run(text: str) -> Optional[tuple[int, int, str]]:
         if not _BOX_JOINER.match(text[box[1] : run[0][0]]):
             break
         run.insert(0, box)
-    contents = [c for _, _, c in run if c]
+    contents = dict.fromkeys(c for _, _, c in run if c)  # a set: a repeated box is one answer
     return run[0][0], run[-1][1], ", ".join(contents)
 
 
