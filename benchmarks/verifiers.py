@@ -10,7 +10,8 @@ included) against a fresh `python -c` subprocess per program, one after another.
 
 Run: `python benchmarks/verifiers.py` (about a minute on 2 cores); `--only code` or `--only math` for
 one half. Prints samples/s and the ratio. Reads the full data sets from `../shared/data` (or `--data`),
-else the small slices under `tests/data` (and says so).
+else the small slices under `tests/data` (and says so). The pooled graders run with the default answer
+extraction (strict).
 """
 
 from __future__ import annotations

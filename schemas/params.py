@@ -130,6 +130,10 @@ class GrowParams(Section):
 class ScoreParams(Section):
     verifier: str = Field(description="verifier name, one of the registry's (verifiers/base.py)")
     timeout_s: float = Field(default=10.0, gt=0, description="hard time limit per sample (per program for code)")
+    extraction: Literal["strict", "lenient"] = Field(
+        default="strict", description="math and gsm8k answer extraction: strict requires a committed final "
+        "answer (`####`, a final-answer sentence, `\\boxed{}`, or a completion that is only its answer); "
+        "lenient also falls back to the last expression, as math-verify does (README: verifiers/math)")
     reward: Literal["verifier", "model"] = Field(
         default="verifier", description="reward of a sample: the verifier's, or the reward model's score "
         "(the verifier's verdict is kept beside it)")

@@ -95,7 +95,8 @@ def evaluate_model(params: Params, ref: str, problems: list[dict], root: Path) -
                           e.seed, iteration, "eval", policy, label=f"evaluate@{ref} k={e.samples}")
     samples = [s.model_dump() for s in greedy + sampled]
     scores = [s.model_dump() for s in score.score_samples(params.score.verifier, samples, {
-        p["problem_id"]: score.problem_view(p) for p in problems}, params.runtime.workers, params.score.timeout_s)]
+        p["problem_id"]: score.problem_view(p) for p in problems}, params.runtime.workers, params.score.timeout_s,
+        extraction=params.score.extraction)]
     by_sample = {s["sample_id"]: s for s in scores}
     g_rows = {s["problem_id"]: by_sample[s["sample_id"]] for s in samples if s["temperature"] == 0}
     s_rows: dict[str, list[dict]] = defaultdict(list)

@@ -290,6 +290,12 @@ def lineage(con, root: Path, rows: list[dict], sel: Optional[Selection] = None) 
                    # an iteration's own filter: its exported rows (as sampled); a step: those it kept
                    "exported": (len([x for x in rows if x["iteration"] == r.iteration]) if not r.is_step
                                 else exported.get(str(r), 0))} for r in refs]
+    # math/gsm8k rows record their answer extraction (strict | lenient) in `details`; other verifiers do not
+    iter_list = ", ".join(str(i) for i in iterations)
+    extraction = [r["mode"] for r in run_query(con, f"""
+        SELECT DISTINCT json_extract_string(details, '$.extraction') AS mode FROM scores
+        WHERE iteration IN ({iter_list}) AND json_extract_string(details, '$.extraction') IS NOT NULL
+        ORDER BY 1""").to_pylist()]
     paths = ["data/problems"]
     for r in refs:
         names = ("kept", "rejected") if r.is_step else ("samples", "scores", "kept", "rejected")
@@ -302,6 +308,7 @@ def lineage(con, root: Path, rows: list[dict], sel: Optional[Selection] = None) 
         "iterations": iterations, "refs": refs, "per_iteration": per_iter, "per_filter": per_filter,
         "models": models,
         "verifiers": sorted({r["verifier"] or "none" for r in rows}),
+        "extraction": extraction,
         # every selected filter's rule (a row kept by an iteration and its step carries the first one)
         "rules": sorted({r["rule"] for r in rows if r["rule"]} | set(run_query(con, f"""SELECT DISTINCT rule
                         FROM kept WHERE ref IN ({ref_list}) AND sample_id IN (SELECT sample_id FROM _exported)
@@ -402,11 +409,14 @@ def card_body(sel: Selection, lin: dict, split_counts: dict[str, int], name: str
            + (f", from the checkpoint `{base['checkpoint']}`" if base.get("checkpoint") else ""),
            "- Problem sources: " + ", ".join(f"`{x}`" for x in lin["sources"]),
            "- Verifiers (name and version): " + ", ".join(f"`{v}`" for v in lin["verifiers"]),
-           "- Filter rules: " + (", ".join(f"`{r}`" for r in lin["rules"]) or "none (rows not from `kept`)"),
-           "- Rows by purpose: " + ", ".join(f"{p} {n}" for p, n in lin["purposes"])
-           + ("; eval rows were sampled by the `evaluate` stage (params below), not by Grow"
-              if any(p == "eval" for p, _ in lin["purposes"]) else ""),
            ]
+    if lin.get("extraction"):
+        out.append("- Math answer extraction (`score.extraction`, recorded in each score row's details): "
+                   + ", ".join(f"`{m}`" for m in lin["extraction"]))
+    out += ["- Filter rules: " + (", ".join(f"`{r}`" for r in lin["rules"]) or "none (rows not from `kept`)"),
+            "- Rows by purpose: " + ", ".join(f"{p} {n}" for p, n in lin["purposes"])
+            + ("; eval rows were sampled by the `evaluate` stage (params below), not by Grow"
+               if any(p == "eval" for p, _ in lin["purposes"]) else "")]
     if sel.query:
         out += ["- Selection query:", "", "```sql", sel.query.strip(), "```"]
     out += ["", "### Sampling, per iteration", "",

@@ -28,7 +28,7 @@ from schemas.hashing import canonical_json, content_hash
 from schemas.io import read_records, write_rows
 from schemas.tables import Problem, Sample
 from stages.common import INPUTS
-from verifiers.math_answer import last_boxed, reference_answer
+from verifiers.math_extract import last_boxed, reference_answer
 
 FORMATS = ("gsm8k", "math", "humaneval", "apps")
 APPS_DIFFICULTY = {"introductory": 1, "interview": 2, "competition": 3}

@@ -239,7 +239,7 @@ def run(params: Params, root: Path = Path(".")) -> dict:
     sample_rows = [s.model_dump() for s in samples]
     views = {p["problem_id"]: score.problem_view(p) for p in problems}
     scores = score.score_samples(params.score.verifier, sample_rows, views, params.runtime.workers,
-                                 params.score.timeout_s)
+                                 params.score.timeout_s, extraction=params.score.extraction)
     labelled = [(s, sc) for s, sc in zip(sample_rows, scores) if sc.correct is not None]
     train_rows = [(s["prompt"], s["completion"], float(sc.correct)) for s, sc in labelled
                   if not _is_holdout(s["problem_id"], rm.seed, rm.holdout)]

@@ -20,6 +20,7 @@ from schemas.tables import Problem, Sample, Score
 from stages.common import iter_dir, log, problems_dir, parse_args, stage_main
 from verifiers import get_verifier
 from verifiers.batch import grade_batch
+from verifiers.math_extract import DEFAULT_EXTRACTION, verifier_options
 
 
 
@@ -29,16 +30,18 @@ def problem_view(row: dict) -> dict:
 
 
 def score_samples(verifier_name: str, samples: Sequence[dict], problems: dict[str, dict], workers: int = 0,
-                  timeout_s: float = 10.0, stats: dict | None = None) -> list[Score]:
+                  timeout_s: float = 10.0, stats: dict | None = None,
+                  extraction: str = DEFAULT_EXTRACTION) -> list[Score]:
     """Score rows for samples; every sample's problem must be known. `stats` receives the counts of
-    timeouts and crashes."""
-    verifier = get_verifier(verifier_name)
+    timeouts and crashes. `extraction` (strict | lenient) reaches the math and gsm8k verifiers only."""
+    options = verifier_options(verifier_name, extraction)
+    verifier = get_verifier(verifier_name, **options)
     missing = [s["problem_id"] for s in samples if s["problem_id"] not in problems]
     if missing:
         raise RestemError(f"{len(missing)} samples name problems that are not in the problem set "
                           f"(first: {missing[0]}); rerun `problems` and `grow`")
     verdicts, counts = grade_batch(verifier_name, [(s["completion"], problems[s["problem_id"]]) for s in samples],
-                                   workers, timeout_s)
+                                   workers, timeout_s, options)
     if stats is not None:
         stats.update(counts)
     label = f"{verifier.name} {verifier.version}"
@@ -66,7 +69,7 @@ def run(params: Params, iteration: int, root: Path = Path(".")) -> Counter:
     samples = read_rows(iter_dir(iteration, root) / "samples.parquet", Sample)
     stats: dict = {}
     scores = score_samples(params.score.verifier, samples, load_problems(root, "train"), params.runtime.workers,
-                           params.score.timeout_s, stats)
+                           params.score.timeout_s, stats, params.score.extraction)
     if params.score.reward == "model":
         scores = with_model_rewards(scores, samples, root, params.runtime.batch_size)
     out = iter_dir(iteration, root) / "scores.parquet"

@@ -1,7 +1,8 @@
 """`restem verify VERIFIER --input FILE --output FILE`: grade a file of completions with one verifier.
 
 Input: JSONL (optionally .gz) or Parquet, one completion per row. Fields by verifier:
-  math, gsm8k (and other answer verifiers): id, completion, reference (optional prompt)
+  math, gsm8k (and other answer verifiers): id, completion, reference (optional prompt);
+             `--extraction strict|lenient` chooses how math and gsm8k find the final answer
   humaneval: id, prompt, completion, test, entry_point
   apps:      id, completion, input_output (JSON text or object), optional fn_name
 Output: Parquet with id, verifier, verdict, correct, reward, extracted, steps_valid, details (JSON
@@ -28,6 +29,7 @@ from schemas.io import read_records as io_read_records, record_unit, write_table
 from stages.common import log
 from verifiers.base import Verdict, get_verifier, unknown_verifier, verifier_names
 from verifiers.batch import grade_batch
+from verifiers.math_extract import DEFAULT_EXTRACTION, EXTRACTING_VERIFIERS, EXTRACTION_MODES, verifier_options
 
 REQUIRED = {
     "humaneval": ("id", "prompt", "completion", "test", "entry_point"),
@@ -109,8 +111,10 @@ def _problem(record: dict, verifier: str) -> dict:
 # ---------------------------------------------------------------------------------------------- grading
 
 
-def _grade(verifier: str, items: list[tuple[str, str, dict]], workers: int, timeout_s: float) -> tuple[list[Verdict], dict]:
-    return grade_batch(verifier, [(completion, problem) for _, completion, problem in items], workers, timeout_s)
+def _grade(verifier: str, items: list[tuple[str, str, dict]], workers: int, timeout_s: float,
+           options: dict) -> tuple[list[Verdict], dict]:
+    return grade_batch(verifier, [(completion, problem) for _, completion, problem in items], workers, timeout_s,
+                       options)
 
 
 def _table(items: list[tuple[str, str, dict]], verdicts: list[Verdict], label: str) -> pa.Table:
@@ -123,23 +127,35 @@ def _table(items: list[tuple[str, str, dict]], verdicts: list[Verdict], label: s
     return pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA)
 
 
-def run(verifier: str, input_path: Path, output_path: Path, workers: int = 0, timeout_s: float = 10.0) -> dict:
+def _options(verifier: str, extraction: str | None) -> dict:
+    """The verifier's options: `--extraction` for math and gsm8k (default: the score stage's default)."""
+    if extraction is not None and extraction not in EXTRACTION_MODES:
+        raise RestemError(f"--extraction must be one of {list(EXTRACTION_MODES)}, got {extraction!r}")
+    if extraction is not None and verifier not in EXTRACTING_VERIFIERS:
+        raise RestemError(f"--extraction applies to {sorted(EXTRACTING_VERIFIERS)} only, not {verifier!r}; drop it")
+    return verifier_options(verifier, extraction or DEFAULT_EXTRACTION)
+
+
+def run(verifier: str, input_path: Path, output_path: Path, workers: int = 0, timeout_s: float = 10.0,
+        extraction: str | None = None) -> dict:
     """Grade every completion in `input_path` and write the verdicts to `output_path` (Parquet).
 
     workers: processes (answer verifiers) or sandboxes (code verifiers); 0 = one per CPU.
+    extraction: strict | lenient for math and gsm8k (None: the default, as `score.extraction`).
     Returns stats: rows, counts per verdict, timeouts, errors, seconds (and pool restarts/crashes).
     """
     if verifier not in verifier_names():
         raise RestemError(unknown_verifier(verifier))
     if timeout_s <= 0:
         raise RestemError(f"--timeout must be positive, got {timeout_s}")
+    options = _options(verifier, extraction)
     started = time.monotonic()
     items = load_items(Path(input_path), verifier)
     from verifiers.pool import default_workers
 
     workers = workers if workers > 0 else default_workers()
-    instance = get_verifier(verifier)
-    verdicts, grading = _grade(verifier, items, workers, timeout_s)
+    instance = get_verifier(verifier, **options)
+    verdicts, grading = _grade(verifier, items, workers, timeout_s, options)
     write_table(Path(output_path), _table(items, verdicts, f"{instance.name} {instance.version}"))
     counts = Counter(v.verdict for v in verdicts)
     stats = {"rows": len(items), **{k: counts.get(k, 0) for k in ("correct", "incorrect", "unverifiable", "error")},
@@ -156,10 +172,12 @@ def verify_command(
     output: Path = typer.Option(..., "--output", "-o", help="verdicts: Parquet, written atomically"),
     workers: int = typer.Option(0, "--workers", help="parallel workers or sandboxes; 0 = one per CPU"),
     timeout: float = typer.Option(10.0, "--timeout", help="hard time limit per sample (code: per program run), seconds"),
+    extraction: str = typer.Option(None, "--extraction", help=f"math, gsm8k: strict (a committed final answer is "
+                                   f"required) or lenient (else the last expression); default {DEFAULT_EXTRACTION}"),
 ) -> None:
     """Grade completions with one verifier and write one verdict per row."""
     try:
-        stats = run(verifier, input, output, workers, timeout)
+        stats = run(verifier, input, output, workers, timeout, extraction)
     except RestemError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

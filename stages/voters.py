@@ -125,7 +125,8 @@ def answer(params: Params, folders: dict[str, Path], problems: list[dict]) -> tu
         del engine
     rows = [s.model_dump() for s in samples]
     views = {p["problem_id"]: score.problem_view(p) for p in problems}
-    scores = score.score_samples(params.score.verifier, rows, views, params.runtime.workers, params.score.timeout_s)
+    scores = score.score_samples(params.score.verifier, rows, views, params.runtime.workers, params.score.timeout_s,
+                                 extraction=params.score.extraction)
     return samples, scores
 
 

@@ -224,3 +224,25 @@ def test_cli_exit_code_and_message(workspace, tmp_path):
     ok = runner.invoke(app, ["export", "--root", str(workspace), "--all", "-o", str(tmp_path / "y")])
     assert ok.exit_code == 0, ok.output
     assert "wrote" in ok.output and (tmp_path / "y/messages/train-00000-of-00001.parquet").exists()
+
+
+def test_card_records_the_math_answer_extraction(workspace, tmp_path):
+    """math/gsm8k score rows carry `extraction` in their details and the card names it; the arithmetic
+    rows of the shared workspace carry none and the card says nothing about it."""
+    import json
+
+    from schemas.io import read_rows, write_rows
+    from schemas.tables import Score
+
+    run(workspace, tmp_path / "plain", Selection(iterations=(1,)))
+    assert "answer extraction" not in _card(tmp_path / "plain")[1]
+    ws = tmp_path / "ws"
+    shutil.copytree(workspace, ws)
+    path = ws / "data/iter1/scores.parquet"
+    path.chmod(0o644)
+    rows = [Score(**{**s, "details": json.dumps({**json.loads(s["details"]), "extraction": "lenient"})})
+            for s in read_rows(path, Score)]
+    write_rows(path, Score, rows, sort_by=["sample_id"])
+    run(ws, tmp_path / "math", Selection(iterations=(1,)))
+    assert "Math answer extraction (`score.extraction`, recorded in each score row's details): `lenient`" in \
+        _card(tmp_path / "math")[1]

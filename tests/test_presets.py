@@ -28,6 +28,7 @@ def test_preset_validates_and_has_every_section_dvc_reads(name):
     raw = yaml.safe_load(render(name))
     # dvc.yaml interpolates these; a missing one would fail inside DVC with a less clear message.
     assert "steps" in raw["loop"] and "reward_model" in raw and "reward" in raw["score"]
+    assert "extraction" in raw["score"]  # voters read score.extraction
     assert params.loop.iterations
     assert render(name).startswith(f"# restem params: preset `{name}`. ")
 

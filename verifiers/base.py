@@ -104,13 +104,13 @@ _VERIFIERS: dict[str, VerifierEntry] = {
 }
 
 
-def _registry() -> dict[str, Callable[[], Verifier]]:
-    """name -> a factory that imports the verifier's module and builds the verifier."""
+def _registry() -> dict[str, Callable[..., Verifier]]:
+    """name -> a factory that imports the verifier's module and builds the verifier (with its options)."""
     return {name: functools.partial(_build, entry) for name, entry in _VERIFIERS.items()}
 
 
-def _build(entry: VerifierEntry) -> Verifier:
-    return entry.load()()
+def _build(entry: VerifierEntry, **options: Any) -> Verifier:
+    return entry.load()(**options)
 
 
 def verifier_names() -> list[str]:
@@ -122,12 +122,13 @@ def unknown_verifier(name: str) -> str:
     return f"unknown verifier {name!r}; choose one of {verifier_names()}"
 
 
-def get_verifier(name: str) -> Verifier:
-    """The verifier called `name`; an unknown name is an error that lists the known ones."""
+def get_verifier(name: str, **options: Any) -> Verifier:
+    """The verifier called `name`, built with `options` (e.g. `extraction="strict"` for math and gsm8k);
+    an unknown name is an error that lists the known ones."""
     table = _registry()
     if name not in table:
         raise RestemError(f"unknown verifier {name!r}; choose one of {sorted(table)} (params.yaml: score.verifier)")
-    return table[name]()
+    return table[name](**options)
 
 
 def has_ability(name: str, ability: str) -> bool:

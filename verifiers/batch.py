@@ -3,24 +3,28 @@ pure checks in-process, math in a process pool with hard per-sample timeouts, co
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from functools import partial
+from typing import Any, Mapping, Optional, Sequence
 
 from verifiers.base import IN_PROCESS, SANDBOX, Verdict, get_verifier, get_verifier_entry, score_all
 
 
 def grade_batch(verifier: str, pairs: Sequence[tuple[str, Mapping[str, Any]]], workers: int = 0,
-                timeout_s: float = 10.0) -> tuple[list[Verdict], dict]:
+                timeout_s: float = 10.0, options: Optional[Mapping[str, Any]] = None) -> tuple[list[Verdict], dict]:
     """Verdicts for (completion, problem) pairs in input order, and counts of timeouts and crashes.
 
     workers: processes or sandboxes (0: one per CPU). timeout_s: hard limit per sample (per program run
-    for code). A timeout or crash of a math grader is the verdict `error`, never `incorrect`.
+    for code). options: the verifier's constructor options (`get_verifier(verifier, **options)`), the
+    same in this process and in every pool worker. A timeout or crash of a math grader is the verdict
+    `error`, never `incorrect`.
     """
     from verifiers.pool import default_workers
 
+    options = dict(options or {})
     entry = get_verifier_entry(verifier)
     workers = workers or default_workers()
     if entry.runs == IN_PROCESS:
-        return score_all(get_verifier(verifier), pairs), {"timeouts": 0, "crashes": 0, "restarts": 0}
+        return score_all(get_verifier(verifier, **options), pairs), {"timeouts": 0, "crashes": 0, "restarts": 0}
     if entry.runs == SANDBOX:
         from verifiers.code_exec import Limits
 
@@ -29,5 +33,7 @@ def grade_batch(verifier: str, pairs: Sequence[tuple[str, Mapping[str, Any]]], w
         return verdicts, {"timeouts": timeouts, "crashes": 0, "restarts": 0}
     from verifiers.pool import score_pooled
 
-    verdicts, stats = score_pooled(verifier, list(pairs), workers=workers, timeout_s=timeout_s)
+    # a partial of the module-level get_verifier pickles, so each worker builds the verifier with `options`
+    spec = partial(get_verifier, verifier, **options) if options else verifier
+    verdicts, stats = score_pooled(spec, list(pairs), workers=workers, timeout_s=timeout_s)
     return verdicts, {k: stats[k] for k in ("timeouts", "crashes", "restarts")}

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from verifiers.base import get_verifier
-from verifiers.math_answer import MathVerifier, answers_equivalent, clean_answer, exact_number, extract_answer, last_boxed
+from verifiers.math_answer import MathVerifier, answers_equivalent, clean_answer, exact_number
+from verifiers.math_extract import extract_answer, last_boxed
 
 GOLDEN = Path(__file__).with_name("golden_math.csv")
 
@@ -20,17 +21,24 @@ def _golden_rows() -> list[dict]:
 
 def test_golden_table_is_large_and_balanced():
     rows = _golden_rows()
-    assert len(rows) >= 60
+    assert len(rows) >= 120
+    assert {r.get("extraction") or "" for r in rows} == {"", "strict", "lenient"}
     verdicts = {r["expected"] for r in rows}
     assert verdicts == {"correct", "incorrect"}
     assert all(r["why"].strip() for r in rows), "every row says why it is there"
 
 
-@pytest.mark.parametrize("row", _golden_rows(), ids=lambda r: r["why"])
-def test_golden_row(row):
-    verdict = MathVerifier()(row["prediction"], {"reference": row["gold"]})
+def _golden_cases() -> list[tuple[dict, str]]:
+    """(row, extraction mode): a row with an empty `extraction` holds in both modes."""
+    return [(r, mode) for r in _golden_rows() for mode in ((r.get("extraction") or "strict lenient").split())]
+
+
+@pytest.mark.parametrize("row, mode", _golden_cases(), ids=lambda x: x["why"] if isinstance(x, dict) else x)
+def test_golden_row(row, mode):
+    verdict = MathVerifier(extraction=mode)(row["prediction"], {"reference": row["gold"]})
     assert verdict.verdict == row["expected"], (row, verdict)
     assert verdict.reward == (1.0 if row["expected"] == "correct" else 0.0)
+    assert verdict.details["extraction"] == mode
 
 
 def test_guards_cover_real_math_verify_false_positives():
@@ -51,8 +59,8 @@ def test_last_boxed_keeps_nested_braces_and_takes_the_last():
 
 def test_extract_answer_order_and_markers():
     assert extract_answer("work\n#### 1,234\n") == ("1,234", "hashes")
-    assert extract_answer("x\nA: 5\nA: 6") == ("6", "a_line")
-    assert extract_answer("So the answer is 12.") == ("12.", "answer_is")
+    assert extract_answer("x\nA: 5\nA: 6") == ("6", "answer_line")
+    assert extract_answer("So the answer is 12.") == ("12", "answer_is")
     assert extract_answer("nothing here") == (None, "none")
 
 
@@ -73,4 +81,4 @@ def test_registry_names_and_versions():
     for name in ("math", "gsm8k"):
         verifier = get_verifier(name)
         assert verifier.name == name
-        assert "math-verify-0.9.0" in verifier.version
+        assert "math-verify-0.9.0" in verifier.version and verifier.version.startswith("3+")

@@ -116,3 +116,28 @@ def test_command_exits_non_zero_on_bad_input(tmp_path):
     result = CliRunner().invoke(app, ["verify", "gsm8k", "--input", str(good), "--output", str(tmp_path / "o.parquet")])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output.strip().splitlines()[-1])["correct"] == 2
+
+
+def test_extraction_option_reaches_the_grader_and_is_checked(tmp_path):
+    app = typer.Typer()
+    app.command("verify")(verify_command)
+    app.command("noop")(lambda: None)
+    rows = [{"id": "p", "completion": "So the probability that Alice wins is 2/3.", "reference": "2/3"},
+            {"id": "h", "completion": "#### 20=5", "reference": "5"}]
+    src = _write_jsonl(tmp_path / "in.jsonl", rows)
+    for mode, expected in (("strict", {"p": "incorrect", "h": "incorrect"}),
+                           ("lenient", {"p": "correct", "h": "incorrect"})):
+        out = tmp_path / f"{mode}.parquet"
+        result = CliRunner().invoke(app, ["verify", "math", "-i", str(src), "-o", str(out), "--workers", "1",
+                                          "--extraction", mode])
+        assert result.exit_code == 0, result.output
+        assert _verdicts(out) == expected
+        details = [json.loads(d) for d in pq.read_table(out).column("details").to_pylist()]
+        assert {d["extraction"] for d in details} == {mode}
+    run("gsm8k", src, tmp_path / "default.parquet", workers=1, timeout_s=10)
+    assert _verdicts(tmp_path / "default.parquet") == {"p": "incorrect", "h": "incorrect"}  # strict by default
+    with pytest.raises(RestemError, match="--extraction must be one of"):
+        run("math", src, tmp_path / "x.parquet", workers=1, timeout_s=5, extraction="loose")
+    with pytest.raises(RestemError, match="applies to"):
+        run("humaneval", src, tmp_path / "x.parquet", workers=1, timeout_s=5, extraction="strict")
+    assert not (tmp_path / "x.parquet").exists()
