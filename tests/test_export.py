@@ -242,7 +242,7 @@ def test_card_records_the_math_answer_extraction(workspace, tmp_path):
     path.chmod(0o644)
     rows = [Score(**{**s, "details": json.dumps({**json.loads(s["details"]), "extraction": "lenient"})})
             for s in read_rows(path, Score)]
-    write_rows(path, Score, rows, sort_by=["sample_id"])
+    write_rows(path, Score, rows)
     run(ws, tmp_path / "math", Selection(iterations=(1,)))
     assert "Math answer extraction (`score.extraction`, recorded in each score row's details): `lenient`" in \
         _card(tmp_path / "math")[1]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import is_slice, real_data
 from verifiers.math_answer import GSM8KVerifier
 
