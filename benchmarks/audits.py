@@ -1,4 +1,4 @@
-"""Time every audit with DuckDB (the SQL of `stages.audits`) against the same audit written in polars.
+"""Time every audit with DuckDB (the SQL of `restem.query.audits`) against the same audit written in polars.
 
     python benchmarks/audits.py                 # 10 million sample rows (default)
     python benchmarks/audits.py --rows 200000   # a quick run
@@ -116,7 +116,7 @@ def _path_expr():
 def polars_audit(root: Path, name: str):
     import polars as pl
 
-    from verifiers.steps import steps_valid
+    from restem.verifiers.steps import steps_valid
 
     samples, scores, kept, rejected = _polars_frames(root)
     if name == "wrong-reasoning":
@@ -172,8 +172,8 @@ def polars_audit(root: Path, name: str):
 
 
 def duckdb_audit(root: Path, name: str):
-    from stages.audits import run_audit
-    from stages.sql import connect
+    from restem.query.audits import run_audit
+    from restem.query.sql import connect
 
     con = connect(root)
     try:

@@ -1,7 +1,7 @@
 """Probe of the easy-to-hard curriculum (issue 6, after Lee et al. 2025), outside the DVC pipeline.
 
 Reversed addition with index hints (verifiers/reversed_addition.py), a NoPE model from
-`stages.modeling.build_model` (position: none), `stages.training.train_sft`, `TransformersEngine` and
+`restem.training.modeling.build_model` (position: none), `restem.training.sft.train_sft`, `TransformersEngine` and
 the `reversed_addition` verifier:
 
 1. base: SFT on fresh demonstrations of 1..demo_max digits;
@@ -24,8 +24,8 @@ import random
 import time
 from pathlib import Path
 
-from stages.engines import Request, SamplingParams, TransformersEngine, set_threads
-from verifiers.reversed_addition import ReversedAdditionVerifier, make_prompt, make_solution
+from restem.sampling.engines import Request, SamplingParams, TransformersEngine, set_threads
+from restem.verifiers.reversed_addition import ReversedAdditionVerifier, make_prompt, make_solution
 
 
 def operand(rng: random.Random, digits: int) -> int:
@@ -67,9 +67,9 @@ def main() -> None:
 
     import torch
 
-    from schemas.params import Architecture, TrainParams
-    from stages.modeling import build_char_tokenizer, build_model
-    from stages.training import train_sft
+    from restem.schemas.params import Architecture, TrainParams
+    from restem.training.modeling import build_char_tokenizer, build_model
+    from restem.training.sft import train_sft
 
     set_threads(args.threads)
     t_start = time.monotonic()

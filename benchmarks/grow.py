@@ -12,7 +12,7 @@ grow.temperature, grow.max_new_tokens, runtime.batch_size) it measures, each in 
   restem's engine uses (runtime.precision: a CUDA GPU in bfloat16 where there is one);
 - bare-vllm: one vLLM `LLM.generate` over the prompts with n=K, vLLM's own tokenizer, no seeds, vLLM's
   default engine-core process (the fastest plain use);
-- restem-transformers and restem-vllm: `stages.grow.run` with grow.engine set to each, in a temp workspace
+- restem-transformers and restem-vllm: `restem.stages.grow.run` with grow.engine set to each, in a temp workspace
   holding only those problems (one Grow shard), so rows are written and validated as in the pipeline.
 Tokens are completion tokens with the EOS counted, as Grow's rows count them. Times exclude imports and
 loading the model or starting the engine (reported apart as startup), so the ratios compare sampling.
@@ -45,8 +45,8 @@ def _count(ids: list[int], eos: int) -> int:
 
 def _setup(root: Path, model: Path, n: int) -> None:
     """A workspace with the first n Grow-pool problems (by problem_id) and the policy as models/iter0."""
-    from schemas.io import read_rows, write_rows
-    from schemas.tables import Problem
+    from restem.schemas.io import read_rows, write_rows
+    from restem.schemas.tables import Problem
 
     problems = sorted(read_rows(REPO / "data" / "problems" / "train.parquet", Problem), key=lambda p: p["problem_id"])
     if len(problems) < n:
@@ -57,7 +57,7 @@ def _setup(root: Path, model: Path, n: int) -> None:
 
 
 def _params(engine: str, n: int):
-    from schemas.params import load_params
+    from restem.schemas.params import load_params
 
     params = load_params(REPO / "params.yaml")
     grow = params.grow.model_copy(update={"engine": engine})
@@ -67,8 +67,8 @@ def _params(engine: str, n: int):
 
 def measure(kind: str, root: Path, n: int) -> dict:
     """Run one measurement in this process; returns tokens, seconds, startup seconds."""
-    from schemas.io import read_rows
-    from schemas.tables import Problem
+    from restem.schemas.io import read_rows
+    from restem.schemas.tables import Problem
 
     params = _params("vllm" if kind == "restem-vllm" else "transformers", n)
     g, batch = params.grow, params.runtime.batch_size
@@ -76,8 +76,8 @@ def measure(kind: str, root: Path, n: int) -> dict:
     started = time.perf_counter()
     if kind == "bare-generate":
         import torch
-        from stages.engines import device_and_dtype, set_threads
-        from stages.modeling import load_policy
+        from restem.sampling.engines import device_and_dtype, set_threads
+        from restem.training.modeling import load_policy
 
         set_threads(params.runtime.threads)
         device, dtype = device_and_dtype(params.runtime.precision)  # where and how restem's engine runs
@@ -109,9 +109,9 @@ def measure(kind: str, root: Path, n: int) -> dict:
         tokens = sum(_count(list(c.token_ids), eos) for o in outs for c in o.outputs)
     else:
         import pyarrow.compute as pc
-        from schemas.io import read_table
-        from schemas.tables import Sample
-        from stages import grow
+        from restem.schemas.io import read_table
+        from restem.schemas.tables import Sample
+        from restem.stages import grow
 
         made = []
         plain = grow.make_engine

@@ -93,7 +93,7 @@ def read_rows(path: Path) -> list[Row]:
 
 
 def restem_says(rows: list[Row], extraction: str) -> list[bool]:
-    from verifiers.base import get_verifier
+    from restem.verifiers.base import get_verifier
 
     verifier = get_verifier("math", extraction=extraction)
     return [verifier(r.pred, {"reference": r.gold}).verdict == "correct" for r in rows]

@@ -40,7 +40,7 @@ def _time(step, device: str, repeat: int) -> float:
 def main() -> None:
     import torch
 
-    from stages.engines import SamplingParams, _GumbelSampler
+    from restem.sampling.engines import SamplingParams, _GumbelSampler
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=256, help="sequences in the batch (default 256)")

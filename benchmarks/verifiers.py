@@ -1,6 +1,6 @@
 """Throughput of the verifiers against the simple way of doing the same work, in one run.
 
-Math: our pooled grader (`verifiers.pool.score_pooled`, hard per-sample timeouts, pool start-up
+Math: our pooled grader (`restem.verifiers.pool.score_pooled`, hard per-sample timeouts, pool start-up
 included) against math-verify's `parse` + `verify` called one sample at a time, on
   - GSM8K-style answers: the 5,276 labelled model solutions (`A: 18`), and
   - LaTeX answers: `\\boxed{}` completions built from fractions, surds, powers, pairs, intervals, sets
@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from verifiers.code_exec import HumanEvalVerifier, Limits, SandboxPool, humaneval_program  # noqa: E402
-from verifiers.isolation import isolation_mode  # noqa: E402
-from verifiers.pool import score_pooled  # noqa: E402
+from restem.verifiers.code_exec import HumanEvalVerifier, Limits, SandboxPool, humaneval_program  # noqa: E402
+from restem.verifiers.isolation import isolation_mode  # noqa: E402
+from restem.verifiers.pool import score_pooled  # noqa: E402
 
 FULL_DATA, SLICES = ROOT / ".." / "shared" / "data", ROOT / "tests" / "data"
 DATA = FULL_DATA if FULL_DATA.is_dir() else SLICES

@@ -1,6 +1,6 @@
-"""Deterministic, atomic, schema-checked Parquet I/O for the tables in `schemas.tables`.
+"""Deterministic, atomic, schema-checked Parquet I/O for the tables in `restem.schemas.tables`.
 
-Writes: rows are validated, sorted by the table's own key (its model's `SORT`, see `schemas.tables`),
+Writes: rows are validated, sorted by the table's own key (its model's `SORT`, see `restem.schemas.tables`),
 written with the explicit Arrow schema derived from the model, pinned compression and row-group size,
 to a temp file that is renamed into place. Identical rows give identical bytes, so DVC skips downstream stages.
 Reads: the file's schema must match the model's; a mismatch names the file and the column.
@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ValidationError
 
-from schemas.errors import RestemError
+from restem.schemas.errors import RestemError
 
 _PRIMITIVES = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
 ROW_GROUP_SIZE = 65_536

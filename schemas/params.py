@@ -13,8 +13,8 @@ from typing import Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from schemas.errors import RestemError
-from schemas.refs import STEP_KEY, ref_order  # noqa: F401  (ref_order: imported from here by stages)
+from restem.schemas.errors import RestemError
+from restem.schemas.refs import STEP_KEY, ref_order  # noqa: F401  (ref_order: imported from here by stages)
 
 
 class Section(BaseModel):
@@ -141,7 +141,7 @@ class ScoreParams(Section):
     @field_validator("verifier")
     @classmethod
     def _registered(cls, value: str) -> str:
-        from verifiers.base import unknown_verifier, verifier_names
+        from restem.verifiers.base import unknown_verifier, verifier_names
 
         if value not in verifier_names():
             raise ValueError(unknown_verifier(value))

@@ -7,7 +7,7 @@ and what a new workspace's `params.yaml` holds). Every other file in `presets/` 
 - an optional top-level `extends: NAME` builds on another preset instead of the defaults;
 - the rest are the keys it changes, nested as in params.yaml.
 
-Merging: a params section (a Pydantic model in `schemas.params`) merges key by key; a mapping whose keys
+Merging: a params section (a Pydantic model in `restem.schemas.params`) merges key by key; a mapping whose keys
 the user names (`loop.iterations`, `loop.steps`, `test_sets`: a `dict` field of the schema) is replaced
 whole by an overlay that gives it, since it is one decision (a one-round preset must be able to drop
 iteration 2); any other value replaces the default. The merged file keeps the defaults' comments, and
@@ -20,7 +20,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from schemas.errors import RestemError
+from restem.schemas.errors import RestemError
 
 PRESETS = Path(__file__).resolve().parent.parent / "presets"
 DEFAULTS = "defaults"
@@ -43,7 +43,7 @@ def _dict_fields(model: Any = None, where: str = "") -> set[str]:
 
     from pydantic import BaseModel
 
-    from schemas.params import Params
+    from restem.schemas.params import Params
 
     found: set[str] = set()
     for name, info in (model or Params).model_fields.items():
@@ -141,7 +141,7 @@ def load_preset(name: str):
     import yaml
     from pydantic import ValidationError
 
-    from schemas.params import Params, describe_errors
+    from restem.schemas.params import Params, describe_errors
 
     try:
         return Params.model_validate(yaml.safe_load(render(name)))

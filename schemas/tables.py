@@ -4,7 +4,7 @@ Field types are kept to what maps one-to-one onto Arrow: str, int, float, bool, 
 Structured extras travel as canonical JSON text in a `details`/`meta` column. Every field has a
 `description`: `restem sql --schema` prints them as the columns' documentation.
 
-Each table declares its row order, `SORT`: `schemas.io.write_rows` sorts by it on every write, so every
+Each table declares its row order, `SORT`: `restem.schemas.io.write_rows` sorts by it on every write, so every
 writer of a table (a stage, an importer, a test) puts its rows in the same order and equal rows give
 equal bytes. Changing a table's `SORT` changes the bytes of every file of that table.
 """
@@ -15,7 +15,7 @@ from typing import ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.hashing import content_hash
+from restem.schemas.hashing import content_hash
 
 Verdict = Literal["correct", "incorrect", "unverifiable", "error"]
 

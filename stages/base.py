@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from schemas.errors import RestemError
-from schemas.hashing import content_hash, folder_hash
-from schemas.io import atomic_dir, read_rows, write_json, write_rows
-from schemas.params import Params, load_params
-from schemas.tables import Kept, ModelMeta, Problem
-from stages.common import iter_dir, log, model_dir, problems_dir, parse_args, stage_main, user_input
-from stages.engines import set_threads
-from stages.modeling import META_FILE, build_char_tokenizer, build_model, save_policy
+from restem.schemas.errors import RestemError
+from restem.schemas.hashing import content_hash, folder_hash
+from restem.schemas.io import atomic_dir, read_rows, write_json, write_rows
+from restem.schemas.params import Params, load_params
+from restem.schemas.tables import Kept, ModelMeta, Problem
+from restem.workspace import iter_dir, log, model_dir, problems_dir, parse_args, stage_main, user_input
+from restem.sampling.engines import set_threads
+from restem.training.modeling import META_FILE, build_char_tokenizer, build_model, save_policy
 
 
 def link_checkpoint(checkpoint: str, out: Path) -> ModelMeta:
@@ -55,7 +55,7 @@ def train_tiny(params: Params, root: Path, out: Path, seed: int, iteration: int 
                           "point base.checkpoint at a model with its own tokenizer")
     recipe = tiny_recipe(params, seed)
     model = build_model(tokenizer, recipe.model, seed)
-    from stages.training import train_sft
+    from restem.training.sft import train_sft
 
     n_params = sum(p.numel() for p in model.parameters())
     log(f"{label}: training a {n_params / 1e6:.2f}M-parameter Llama on {len(pairs)} demonstrations (seed {seed})")
@@ -71,7 +71,7 @@ def train_tiny(params: Params, root: Path, out: Path, seed: int, iteration: int 
 
 
 def run(params: Params, root: Path = Path(".")) -> ModelMeta:
-    from stages.improve import demonstration_rows
+    from restem.stages.improve import demonstration_rows
 
     out = model_dir(0, root)
     trained_on = iter_dir(0, root) / "train.parquet"

@@ -25,16 +25,18 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from schemas.errors import RestemError
-from schemas.hashing import content_hash, file_hash
-from schemas.io import read_rows, write_json, write_rows, write_text
-from schemas.params import Params, load_params, ref_order
-from schemas.tables import Problem, Sample, Score
-from stages import engines, grow, modeling, score
-from stages.common import DATA, METRICS, log, model_dir, problems_dir, parse_args, stage_main
-from stages.engines import SamplingParams, set_threads
-from stages.shard import Shard, check_arguments, owned, run_shards
-from stages.modeling import model_hash, read_meta
+from restem.schemas.errors import RestemError
+from restem.schemas.hashing import content_hash, file_hash
+from restem.schemas.io import read_rows, write_json, write_rows, write_text
+from restem.schemas.params import Params, load_params, ref_order
+from restem.schemas.tables import Problem, Sample, Score
+from restem.sampling import engines
+from restem.stages import grow, score
+from restem.training import modeling
+from restem.workspace import DATA, METRICS, log, model_dir, problems_dir, parse_args, stage_main
+from restem.sampling.engines import SamplingParams, set_threads
+from restem.sampling.shards import Shard, check_arguments, owned, run_shards
+from restem.training.modeling import model_hash, read_meta
 
 FORMAT = 1  # bump when the metrics layout changes
 
@@ -122,7 +124,7 @@ def evaluate_model(params: Params, ref: str, problems: list[dict], root: Path) -
 def eval_key(params: Params, iteration: str, root: Path) -> str:
     """What an iteration's metrics depend on: if unchanged, the stored result is reused."""
     # The code that makes the metrics: sampling, scoring, every verifier, and this module.
-    import verifiers
+    from restem import verifiers
 
     code = [Path(m.__file__) for m in (engines, grow, score, modeling)] + [Path(__file__)]
     if params.grow.engine == "vllm":  # only then, so keys of transformers runs stay as they were
@@ -199,7 +201,7 @@ def run(params: Params, root: Path = Path("."), shard: Shard | None = None, merg
 
     With `shard` (i/n), only that contiguous share of the models is evaluated into its memo (no
     summary; returns {}); with `merge`, nothing is evaluated: every model's memo must be up to date,
-    and the summary, CSV and plots are written from them. See stages/shard.py.
+    and the summary, CSV and plots are written from them. See restem/sampling/shards.py.
     """
     set_threads(params.runtime.threads)
     problems = read_rows(problems_dir(root) / "test.parquet", Problem)

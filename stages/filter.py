@@ -30,13 +30,13 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Optional, Sequence
 
-from schemas.errors import RestemError
-from schemas.io import atomic_dir, read_rows, write_json, write_rows
-from schemas.params import FilterParams, Params, load_params
-from schemas.tables import Kept, Rejected, Sample, Score
-from stages.common import METRICS, iter_dir, log, parse_args, stage_main
-from verifiers.base import STEPS, Consistency, consistency_check, require_ability
-from verifiers.paths import reasoning_path
+from restem.schemas.errors import RestemError
+from restem.schemas.io import atomic_dir, read_rows, write_json, write_rows
+from restem.schemas.params import FilterParams, Params, load_params
+from restem.schemas.tables import Kept, Rejected, Sample, Score
+from restem.workspace import METRICS, iter_dir, log, parse_args, stage_main
+from restem.verifiers.base import STEPS, Consistency, consistency_check, require_ability
+from restem.verifiers.paths import reasoning_path
 
 LABEL_FREE = ("majority", "agreement")
 
@@ -274,7 +274,7 @@ def checks(params: Params) -> Optional[Consistency]:
 
 def _votes(root: Path, f: FilterParams, samples: Sequence[dict]) -> dict[str, list[tuple[str, str, dict]]]:
     """The voters' answers by problem, checked against params and this iteration's problems."""
-    from stages.voters import load_votes, voters_data_dir
+    from restem.stages.voters import load_votes, voters_data_dir
 
     votes = load_votes(root)
     voters = {v for rows in votes.values() for v, _, _ in rows}
@@ -304,7 +304,7 @@ def run(params: Params, iteration: int | str, root: Path = Path(".")) -> Counter
         quantile_of = setting if f.threshold_kind == "quantile" else None
     problems, votes = None, None
     if consistent is not None:
-        from stages.score import load_problems
+        from restem.stages.score import load_problems
 
         problems = load_problems(root, "train")
     if f.mode == "agreement":

@@ -15,16 +15,16 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.hashing import content_hash, derive_seed
-from schemas.io import read_rows, read_table, sort_table, to_table, write_rows, write_table
-from schemas.errors import RestemError
-from schemas.params import Params, PoolSlice, load_params
-from schemas.params import RuntimeParams
-from schemas.tables import Problem, Sample
-from stages.common import iter_dir, log, model_dir, problems_dir, parse_args, stage_main
-from stages.engines import Engine, Request, SamplingParams, TransformersEngine, device_and_dtype, set_threads
-from stages.shard import Shard, check_arguments, owned, run_shards
-from stages.modeling import load_policy, model_hash
+from restem.schemas.hashing import content_hash, derive_seed
+from restem.schemas.io import read_rows, read_table, sort_table, to_table, write_rows, write_table
+from restem.schemas.errors import RestemError
+from restem.schemas.params import Params, PoolSlice, load_params
+from restem.schemas.params import RuntimeParams
+from restem.schemas.tables import Problem, Sample
+from restem.workspace import iter_dir, log, model_dir, problems_dir, parse_args, stage_main
+from restem.sampling.engines import Engine, Request, SamplingParams, TransformersEngine, device_and_dtype, set_threads
+from restem.sampling.shards import Shard, check_arguments, owned, run_shards
+from restem.training.modeling import load_policy, model_hash
 
 
 def make_engine(name: str, policy: Path, batch_size: int, runtime: RuntimeParams | None = None) -> Engine:
@@ -35,7 +35,7 @@ def make_engine(name: str, policy: Path, batch_size: int, runtime: RuntimeParams
         model, tokenizer = load_policy(policy, dtype)
         return TransformersEngine(model.to(device), tokenizer, batch_size=batch_size)
     if name == "vllm":
-        from stages.vllm_engine import VLLMEngine
+        from restem.sampling.vllm_engine import VLLMEngine
 
         r = runtime or RuntimeParams()
         return VLLMEngine(policy, tensor_parallel_size=r.tensor_parallel_size, kv_cache_gb=r.vllm_kv_cache_gb,
@@ -112,7 +112,7 @@ def run(params: Params, iteration: int, prev: int, root: Path = Path("."), shard
 
     With `shard` (i/n), only that contiguous share of the chunks is computed and left in the shard
     folder, for `merge` (which computes nothing and fails if a chunk is missing) or a later unsharded
-    run; it returns the number of samples in its chunks. See stages/shard.py.
+    run; it returns the number of samples in its chunks. See restem/sampling/shards.py.
     """
     set_threads(params.runtime.threads)
     g = params.grow

@@ -15,14 +15,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from schemas.hashing import content_hash, derive_seed
-from schemas.io import read_rows, write_rows
-from schemas.params import Params, load_params
-from schemas.tables import Kept, Problem
-from stages.common import iter_dir, log, model_dir, parse_args, problems_dir, stage_main
-from stages.engines import set_threads
-from stages.modeling import load_policy, model_hash, save_policy
-from stages.training import is_main_process, train_sft
+from restem.schemas.hashing import content_hash, derive_seed
+from restem.schemas.io import read_rows, write_rows
+from restem.schemas.params import Params, load_params
+from restem.schemas.tables import Kept, Problem
+from restem.workspace import iter_dir, log, model_dir, parse_args, problems_dir, stage_main
+from restem.sampling.engines import set_threads
+from restem.training.modeling import load_policy, model_hash, save_policy
+from restem.training.sft import is_main_process, train_sft
 
 DEMONSTRATION = "demonstration"
 

@@ -2,7 +2,7 @@
 audit_rates}.csv` (kept samples per outcome, per-problem solve rates, audit rates per iteration).
 
 Its own stage, not part of `evaluate`, because it reads every table under `data/` (through the query layer,
-stages/sql.py) and DVC cannot let `evaluate` depend on `data/` while it writes `data/eval`: here the deps
+restem/query/sql.py) and DVC cannot let `evaluate` depend on `data/` while it writes `data/eval`: here the deps
 name the whole workspace, so a changed sample, score or kept table reruns it.
 """
 
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from schemas.params import Params, load_params
-from stages.common import log, parse_args, stage_main
+from restem.schemas.params import Params, load_params
+from restem.workspace import log, parse_args, stage_main
 
 
 def run(params: Params, root: Path = Path(".")) -> list[Path]:
     """Write the plot data under `root/metrics/plots/`; returns the files written (see audits.write_plot_data)."""
-    from stages.audits import write_plot_data
+    from restem.query.audits import write_plot_data
 
     written = write_plot_data(root)
     log(f"plots: {', '.join(p.name for p in written)} -> {root / 'metrics' / 'plots'}")

@@ -12,13 +12,13 @@ import random
 from pathlib import Path
 from typing import Iterator
 
-from schemas.errors import RestemError
-from schemas.io import atomic_dir, read_records, write_rows
-from schemas.params import ArithmeticTask, Params, ProblemFiles, load_params
-from schemas.tables import Problem
-from stages.common import log, problems_dir, parse_args, stage_main, user_input
-from verifiers.arithmetic import make_prompt, random_operand, scratchpad
-from verifiers.reversed_addition import make_prompt as reversed_prompt, make_solution as reversed_solution
+from restem.schemas.errors import RestemError
+from restem.schemas.io import atomic_dir, read_records, write_rows
+from restem.schemas.params import ArithmeticTask, Params, ProblemFiles, load_params
+from restem.schemas.tables import Problem
+from restem.workspace import log, problems_dir, parse_args, stage_main, user_input
+from restem.verifiers.arithmetic import make_prompt, random_operand, scratchpad
+from restem.verifiers.reversed_addition import make_prompt as reversed_prompt, make_solution as reversed_solution
 
 SPLITS = ("demos", "train", "test")
 

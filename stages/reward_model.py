@@ -20,15 +20,15 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from schemas.errors import RestemError
-from schemas.hashing import content_hash, folder_hash
-from schemas.io import atomic_dir, read_rows, write_json, write_rows
-from schemas.params import Params, RewardModelParams, load_params
-from schemas.tables import ModelMeta, Problem, Sample, Score
-from stages.common import DATA, METRICS, MODELS, log, model_dir, parse_args, problems_dir, stage_main, user_input
-from stages.engines import SamplingParams, set_threads
-from stages.modeling import META_FILE, model_hash, resolve_checkpoint
-from stages.stats import auc
+from restem.schemas.errors import RestemError
+from restem.schemas.hashing import content_hash, folder_hash
+from restem.schemas.io import atomic_dir, read_rows, write_json, write_rows
+from restem.schemas.params import Params, RewardModelParams, load_params
+from restem.schemas.tables import ModelMeta, Problem, Sample, Score
+from restem.workspace import DATA, METRICS, MODELS, log, model_dir, parse_args, problems_dir, stage_main, user_input
+from restem.sampling.engines import SamplingParams, set_threads
+from restem.training.modeling import META_FILE, model_hash, resolve_checkpoint
+from restem.stages.stats import auc
 
 if TYPE_CHECKING:
     import torch
@@ -73,7 +73,7 @@ def _collate(batch: Sequence[list[int]], pad_id: int):
 
 
 def _encode(tokenizer, texts: Sequence[tuple[str, str]], max_len: int) -> list[list[int]]:
-    from stages.training import encode_pairs
+    from restem.training.sft import encode_pairs
 
     return [ids for ids, _ in encode_pairs(tokenizer, texts, max_len)]
 
@@ -105,11 +105,11 @@ def train_reward_model(model, tokenizer, rows: Sequence[tuple[str, str, float]],
     """Class-balanced binary cross-entropy on (prompt, completion, label) rows; returns the loss log by step."""
     import torch
 
-    from stages.training import _lr_factor
+    from restem.training.sft import _lr_factor
 
     if not rows:
         raise RestemError("reward_model: no labelled samples to train on")
-    from stages.training import encode_pairs
+    from restem.training.sft import encode_pairs
 
     encoded = encode_pairs(tokenizer, [(p, c) for p, c, _ in rows], max_len)
     labels = [y for _, _, y in rows]
@@ -224,8 +224,8 @@ def run(params: Params, root: Path = Path(".")) -> dict:
         write_json(root / METRICS / "reward.json", summary)
         log(f"reward_model: using checkpoint {meta.checkpoint}")
         return summary
-    from stages import grow, score
-    from stages.modeling import load_policy
+    from restem.stages import grow, score
+    from restem.training.modeling import load_policy
 
     set_threads(params.runtime.threads)
     problems = _pick_problems(read_rows(problems_dir(root) / "train.parquet", Problem), rm.problems, rm.seed)

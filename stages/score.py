@@ -13,14 +13,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from schemas.errors import RestemError
-from schemas.io import read_rows, write_rows
-from schemas.params import Params, load_params
-from schemas.tables import Problem, Sample, Score
-from stages.common import iter_dir, log, problems_dir, parse_args, stage_main
-from verifiers import get_verifier
-from verifiers.batch import grade_batch
-from verifiers.math_extract import DEFAULT_EXTRACTION, verifier_options
+from restem.schemas.errors import RestemError
+from restem.schemas.io import read_rows, write_rows
+from restem.schemas.params import Params, load_params
+from restem.schemas.tables import Problem, Sample, Score
+from restem.workspace import iter_dir, log, problems_dir, parse_args, stage_main
+from restem.verifiers import get_verifier
+from restem.verifiers.batch import grade_batch
+from restem.verifiers.math_extract import DEFAULT_EXTRACTION, verifier_options
 
 
 
@@ -59,7 +59,7 @@ def load_problems(root: Path, split: str) -> dict[str, dict]:
 
 def with_model_rewards(scores: Sequence[Score], samples: Sequence[dict], root: Path, batch_size: int) -> list[Score]:
     """The same rows with `reward` from the reward model in `models/reward`."""
-    from stages.reward_model import reward_dir, score_with_model
+    from restem.stages.reward_model import reward_dir, score_with_model
 
     rewards, rm_hash = score_with_model(reward_dir(root), samples, batch_size)
     return [sc.model_copy(update={"reward": r, "reward_model": rm_hash}) for sc, r in zip(scores, rewards)]

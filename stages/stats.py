@@ -1,5 +1,5 @@
 """Statistics computed in more than one place, kept here once: `auc` serves the reward model's held-out
-figure (`metrics/reward.json`) and, registered as a DuckDB function by `stages.sql`, the `reward-model`
+figure (`metrics/reward.json`) and, registered as a DuckDB function by `restem.query.sql`, the `reward-model`
 audit and any `restem sql` query.
 """
 

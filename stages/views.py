@@ -1,10 +1,10 @@
 """The views of `restem sql`: what each one holds, and its columns' documentation (`restem sql --schema`).
 
-A view over a table of `schemas.tables` is documented from that model: field names, Arrow types and
+A view over a table of `restem.schemas.tables` is documented from that model: field names, Arrow types and
 `Field(description=...)`, so adding or describing a field there documents its column here. Written by
 hand below is only what the tables do not know: where each view's rows come from, the columns a view
 adds (`ref`, `purpose`, `kept_by`, ...), the two views built from JSON (`models`, `metrics`), the
-functions, and the joins. `stages.sql` builds the views from the same lists (`GRADED_SCORE_COLUMNS`,
+functions, and the joins. `restem.query.sql` builds the views from the same lists (`GRADED_SCORE_COLUMNS`,
 `MODELS_SCHEMA`, `METRICS_SCHEMA`).
 """
 
@@ -18,8 +18,8 @@ from typing import Optional
 import pyarrow as pa
 from pydantic import BaseModel
 
-from schemas.io import arrow_schema
-from schemas.tables import Kept, ModelMeta, Problem, Rejected, Sample, Score
+from restem.schemas.io import arrow_schema
+from restem.schemas.tables import Kept, ModelMeta, Problem, Rejected, Sample, Score
 
 MODELS_SCHEMA = pa.schema([
     ("iteration", pa.int64()), ("model_hash", pa.string()), ("parent", pa.string()), ("checkpoint", pa.string()),

@@ -20,13 +20,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from schemas.errors import RestemError
-from schemas.hashing import content_hash
-from schemas.io import atomic_dir, read_rows, write_json, write_rows
-from schemas.params import Params, load_params
-from schemas.tables import Problem, Sample, Score
-from stages.common import DATA, METRICS, MODELS, log, parse_args, problems_dir, stage_main, user_input
-from stages.engines import SamplingParams, set_threads
+from restem.schemas.errors import RestemError
+from restem.schemas.hashing import content_hash
+from restem.schemas.io import atomic_dir, read_rows, write_json, write_rows
+from restem.schemas.params import Params, load_params
+from restem.schemas.tables import Problem, Sample, Score
+from restem.workspace import DATA, METRICS, MODELS, log, parse_args, problems_dir, stage_main, user_input
+from restem.sampling.engines import SamplingParams, set_threads
 
 VOTERS = "voters"
 PURPOSE = "vote"
@@ -68,8 +68,8 @@ def partial_dir(root: Path = Path(".")) -> Path:
 def _trained_voter(params: Params, root: Path, name: str, seed: int) -> Path:
     """A tiny voter trained with `seed`, reused from a crashed or killed earlier run when its recipe and
     demonstrations are the same (the folder name holds their hash)."""
-    from schemas.hashing import file_hash
-    from stages.base import tiny_recipe, train_tiny
+    from restem.schemas.hashing import file_hash
+    from restem.stages.base import tiny_recipe, train_tiny
 
     key = content_hash("voter", tiny_recipe(params, seed).model_dump(mode="json"), params.runtime.precision,
                        file_hash(problems_dir(root) / "demos.parquet"))
@@ -84,7 +84,7 @@ def _trained_voter(params: Params, root: Path, name: str, seed: int) -> Path:
 def build_voters(params: Params, root: Path) -> dict[str, Path]:
     """Train or link every voter into models/voters/<name> (atomically, all or none); name -> folder.
     Each trained voter is kept aside as soon as it is done, so a rerun after a crash trains only the rest."""
-    from stages.base import link_checkpoint
+    from restem.stages.base import link_checkpoint
 
     names = voter_names(params)
     v = params.filter.voters
@@ -99,7 +99,7 @@ def build_voters(params: Params, root: Path) -> dict[str, Path]:
             except RestemError as exc:
                 raise RestemError(f"filter.voters.checkpoints: {exc}") from None
             log(f"voters: {name} is {meta.checkpoint} ({meta.model_hash})")
-        from stages.modeling import model_hash
+        from restem.training.modeling import model_hash
 
         seen: dict[str, str] = {}
         for name in names:
@@ -114,8 +114,8 @@ def build_voters(params: Params, root: Path) -> dict[str, Path]:
 
 def answer(params: Params, folders: dict[str, Path], problems: list[dict]) -> tuple[list[Sample], list[Score]]:
     """Each voter's greedy completion of every problem, and the verifier's reading of it."""
-    from stages import grow, score
-    from stages.modeling import model_hash
+    from restem.stages import grow, score
+    from restem.training.modeling import model_hash
 
     samples: list[Sample] = []
     for name, folder in folders.items():
@@ -136,7 +136,7 @@ def run(params: Params, root: Path = Path(".")) -> dict:
         log(f"voters: not used (filter.mode is `{params.filter.mode}`)")
         return {"used": False}
     if params.filter.require_consistent:  # the filter will ask for it: say so before training any voter
-        from verifiers.base import consistency_check
+        from restem.verifiers.base import consistency_check
 
         consistency_check(params.score.verifier, "filter.require_consistent")
     set_threads(params.runtime.threads)
@@ -144,7 +144,7 @@ def run(params: Params, root: Path = Path(".")) -> dict:
     folders = build_voters(params, root)
     samples, scores = answer(params, folders, problems)
     _write_tables(root, samples, scores)
-    from stages.modeling import model_hash
+    from restem.training.modeling import model_hash
 
     by_policy: dict[str, list[Score]] = {}
     for s, sc in zip(samples, scores):

@@ -79,7 +79,7 @@ def tiny_raw() -> dict:
 
 @pytest.fixture
 def tiny_params(tiny_raw):
-    from schemas.params import Params
+    from restem.schemas.params import Params
 
     return Params.model_validate(tiny_raw)
 
@@ -95,8 +95,8 @@ def trained_root(tmp_path_factory):
 
     Shared by the tests that need a model that really generates; built once per session.
     """
-    from schemas.params import Params
-    from stages import base, problems
+    from restem.schemas.params import Params
+    from restem.stages import base, problems
 
     raw = copy.deepcopy(TINY)
     # Past the point where the answers' format is settled, so that a GPU's other float rounding (or another

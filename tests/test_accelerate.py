@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from conftest import REPO, TINY, write_params, pythonpath
-from schemas.params import Architecture, Params, TrainParams
-from stages import filter as filter_stage
-from stages import grow, improve, problems, score
-from stages.modeling import build_char_tokenizer, build_model
-from stages.training import _collate, _lr_factor, encode_pairs, process_slice, train_sft
-from verifiers.arithmetic import scratchpad
+from restem.schemas.params import Architecture, Params, TrainParams
+from restem.stages import filter as filter_stage
+from restem.stages import grow, improve, problems, score
+from restem.training.modeling import build_char_tokenizer, build_model
+from restem.training.sft import _collate, _lr_factor, encode_pairs, process_slice, train_sft
+from restem.verifiers.arithmetic import scratchpad
 
 ARCH = Architecture(hidden_size=32, intermediate_size=64, layers=2, heads=2, max_positions=48)
 PAIRS = [(f"{a}+{b}=", scratchpad(a, b)) for a in range(0, 40, 3) for b in range(0, 40, 7)]
@@ -104,7 +104,7 @@ def test_two_process_accelerate_launch_matches_one_process(tmp_path, trained_roo
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(_free_port()),
-           "-m", "stages.improve", "--iteration", "1", "--init", "0"]
+           "-m", "restem.stages.improve", "--iteration", "1", "--init", "0"]
     env = {**os.environ, "PYTHONPATH": pythonpath(), "CUDA_VISIBLE_DEVICES": ""}  # CPUs, gloo
     proc = subprocess.run(cmd, cwd=two, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

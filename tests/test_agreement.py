@@ -10,11 +10,11 @@ import shutil
 
 import pytest
 
-from schemas.errors import RestemError
-from schemas.io import read_rows
-from schemas.params import FilterParams, Params
-from schemas.tables import Kept, Problem, Sample, Score
-from stages.filter import report, select
+from restem.schemas.errors import RestemError
+from restem.schemas.io import read_rows
+from restem.schemas.params import FilterParams, Params
+from restem.schemas.tables import Kept, Problem, Sample, Score
+from restem.stages.filter import report, select
 
 
 def table(rows):
@@ -114,7 +114,7 @@ def test_voter_seeds_need_the_tiny_base(tiny_raw):
 def voted(trained_root, tmp_path_factory):
     """A copy of the trained workspace whose voters are a tiny model trained with seed 1 and the base model
     itself given as an external checkpoint; Grow iteration 1 and Score have run."""
-    from stages import grow, score, voters
+    from restem.stages import grow, score, voters
 
     src, params = trained_root
     root = tmp_path_factory.mktemp("voted")
@@ -134,7 +134,7 @@ def test_voters_are_really_trained_and_linked(voted):
     import torch
     from safetensors.torch import load_file
 
-    from stages.modeling import model_hash, read_meta
+    from restem.training.modeling import model_hash, read_meta
 
     root, _, summary = voted
     seed1 = root / "models" / "voters" / "seed1"
@@ -150,9 +150,9 @@ def test_voters_are_really_trained_and_linked(voted):
 
 
 def test_voter_answers_are_their_greedy_generations(voted):
-    from stages import grow
-    from stages.engines import SamplingParams
-    from stages.modeling import model_hash
+    from restem.stages import grow
+    from restem.sampling.engines import SamplingParams
+    from restem.training.modeling import model_hash
 
     root, params, _ = voted
     samples = read_rows(root / "data" / "voters" / "samples.parquet", Sample)
@@ -169,8 +169,8 @@ def test_voter_answers_are_their_greedy_generations(voted):
 
 
 def test_filter_keeps_only_answers_every_voter_gave(voted):
-    from stages import filter as filter_stage
-    from stages.voters import load_votes
+    from restem.stages import filter as filter_stage
+    from restem.stages.voters import load_votes
 
     root, params, _ = voted
     filter_stage.run(params, 1, root)
@@ -191,7 +191,7 @@ def test_filter_keeps_only_answers_every_voter_gave(voted):
 
 
 def test_unused_voters_leave_markers_and_agreement_then_says_what_to_run(trained_root, tmp_path):
-    from stages import voters
+    from restem.stages import voters
 
     src, params = trained_root
     shutil.copytree(src / "data" / "problems", tmp_path / "data" / "problems")
@@ -203,7 +203,7 @@ def test_unused_voters_leave_markers_and_agreement_then_says_what_to_run(trained
 
 
 def test_a_voter_checkpoint_that_is_not_a_model_names_the_param(trained_root, tmp_path):
-    from stages import voters
+    from restem.stages import voters
 
     src, params = trained_root
     shutil.copytree(src / "data" / "problems", tmp_path / "data" / "problems")
@@ -216,7 +216,7 @@ def test_a_voter_checkpoint_that_is_not_a_model_names_the_param(trained_root, tm
 
 
 def test_sql_shows_the_voters_answers_beside_the_grow_samples(voted):
-    from stages.sql import connect
+    from restem.query.sql import connect
 
     root, _, summary = voted
     con = connect(root)
@@ -229,7 +229,7 @@ def test_sql_shows_the_voters_answers_beside_the_grow_samples(voted):
 
 
 def test_a_rerun_after_a_failure_reuses_the_voters_already_trained(trained_root, tmp_path, monkeypatch):
-    from stages import base, voters
+    from restem.stages import base, voters
 
     src, params = trained_root
     shutil.copytree(src / "data" / "problems", tmp_path / "data" / "problems")

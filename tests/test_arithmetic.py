@@ -4,9 +4,9 @@ import random
 
 import pytest
 
-from verifiers import get_verifier, score_all
-from verifiers.arithmetic import check_steps, extract_answer, scratchpad
-from schemas.errors import RestemError
+from restem.verifiers import get_verifier, score_all
+from restem.verifiers.arithmetic import check_steps, extract_answer, scratchpad
+from restem.schemas.errors import RestemError
 
 V = get_verifier("arithmetic")
 

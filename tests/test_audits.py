@@ -9,12 +9,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from schemas.errors import RestemError
-from schemas.io import read_rows, write_rows
-from schemas.tables import Score
-from stages.audits import AUDITS, audit_command, audit_sql, run_audit, write_plot_data
-from stages.sql import connect, run_query
-from stages.stats import auc
+from restem.schemas.errors import RestemError
+from restem.schemas.io import read_rows, write_rows
+from restem.schemas.tables import Score
+from restem.query.audits import AUDITS, audit_command, audit_sql, run_audit, write_plot_data
+from restem.query.sql import connect, run_query
+from restem.stages.stats import auc
 from tests.test_sql import make_workspace
 
 

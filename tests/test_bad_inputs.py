@@ -7,12 +7,12 @@ import sys
 import pytest
 
 from conftest import REPO, write_params, pythonpath
-from schemas.errors import RestemError
-from schemas.io import read_rows, write_rows
-from schemas.params import Params
-from schemas.tables import Sample, Score
-from stages import filter as filter_stage, improve, problems
-from stages.common import iter_dir
+from restem.schemas.errors import RestemError
+from restem.schemas.io import read_rows, write_rows
+from restem.schemas.params import Params
+from restem.schemas.tables import Sample, Score
+from restem.stages import filter as filter_stage, improve, problems
+from restem.workspace import iter_dir
 
 
 def _files_params(tiny_raw, tmp_path, train, test):
@@ -109,7 +109,7 @@ def test_empty_kept_set_stops_filter_and_writes_nothing(tmp_path, tiny_params):
 def test_an_accumulating_iteration_may_keep_nothing_and_trains_on_what_came_before(tmp_path, tiny_raw, trained_root):
     import shutil
 
-    from schemas.tables import Kept, Rejected
+    from restem.schemas.tables import Kept, Rejected
 
     tiny_raw["loop"]["iterations"] = {"1": {"prev": 0, "init": 0}, "2": {"prev": 1, "init": 1, "accumulate": True}}
     params = Params.model_validate(tiny_raw)
@@ -135,7 +135,7 @@ def test_an_accumulating_iteration_may_keep_nothing_and_trains_on_what_came_befo
 def test_improve_on_empty_kept_table_is_an_error(tmp_path, tiny_params, trained_root):
     import shutil
 
-    from schemas.tables import Kept
+    from restem.schemas.tables import Kept
 
     root, _ = trained_root
     shutil.copytree(root / "models" / "iter0", tmp_path / "models" / "iter0")
@@ -147,7 +147,7 @@ def test_improve_on_empty_kept_table_is_an_error(tmp_path, tiny_params, trained_
 
 def test_stage_cli_on_missing_input_exits_2(tmp_path, tiny_raw):
     params = write_params(tmp_path / "params.yaml", tiny_raw)
-    proc = subprocess.run([sys.executable, "-m", "stages.score", "--iteration", "1", "--params", str(params)],
+    proc = subprocess.run([sys.executable, "-m", "restem.stages.score", "--iteration", "1", "--params", str(params)],
                           cwd=tmp_path, capture_output=True, text=True, env={"PYTHONPATH": pythonpath(), "PATH": ""})
     assert proc.returncode == 2
     assert "samples.parquet: file not found" in proc.stderr and "Traceback" not in proc.stderr

@@ -8,11 +8,11 @@ import shutil
 
 import pytest
 
-from schemas.errors import RestemError
-from schemas.io import read_rows, write_rows
-from schemas.params import Params, PoolSlice
-from schemas.tables import Kept, Sample
-from stages.grow import pool_slice
+from restem.schemas.errors import RestemError
+from restem.schemas.io import read_rows, write_rows
+from restem.schemas.params import Params, PoolSlice
+from restem.schemas.tables import Kept, Sample
+from restem.stages.grow import pool_slice
 
 
 def problems(counts: dict[int, int]) -> list[dict]:
@@ -48,7 +48,7 @@ def test_bad_mix_is_rejected(mix, message):
 
 
 def test_grow_samples_only_the_iterations_slice(trained_root, tmp_path):
-    from stages import grow
+    from restem.stages import grow
     from tests.conftest import TINY
 
     src, _ = trained_root
@@ -59,7 +59,7 @@ def test_grow_samples_only_the_iterations_slice(trained_root, tmp_path):
     grow.run(params, 1, 0, tmp_path)
     rows = read_rows(tmp_path / "data" / "iter1" / "samples.parquet", Sample)
     train = {p["problem_id"]: p for p in read_rows(tmp_path / "data" / "problems" / "train.parquet",
-                                                   __import__("schemas.tables", fromlist=["Problem"]).Problem)}
+                                                   __import__("restem.schemas.tables", fromlist=["Problem"]).Problem)}
     ids = {r["problem_id"] for r in rows}
     assert len(ids) == 6 and len(rows) == 6 * raw["grow"]["samples_per_problem"]
     assert sorted(train[i]["difficulty"] for i in ids) == [1, 1, 1, 2, 2, 2]
@@ -71,7 +71,7 @@ def kept_row(sid: str, iteration: int, rule: str = "correct") -> Kept:
 
 
 def test_accumulate_trains_on_all_kept_so_far_without_demonstrations(tiny_raw, tmp_path):
-    from stages.improve import training_rows
+    from restem.stages.improve import training_rows
 
     tiny_raw["loop"]["iterations"] = {"1": {"prev": 0, "init": 0}, "2": {"prev": 1, "init": 1, "accumulate": True},
                                       "3": {"prev": 2, "init": 2}}
@@ -85,8 +85,8 @@ def test_accumulate_trains_on_all_kept_so_far_without_demonstrations(tiny_raw, t
 
 
 def test_replay_puts_that_share_of_demonstrations_in_every_batch(monkeypatch, trained_root):
-    from stages import training
-    from stages.modeling import load_policy
+    from restem.training import sft as training
+    from restem.training.modeling import load_policy
 
     root, params = trained_root
     model, tokenizer = load_policy(root / "models" / "iter0")
@@ -114,7 +114,7 @@ def test_replay_puts_that_share_of_demonstrations_in_every_batch(monkeypatch, tr
 def test_reward_weighted_loss_scales_each_row():
     import torch
 
-    from stages.training import completion_loss_sum
+    from restem.training.sft import completion_loss_sum
 
     torch.manual_seed(0)
     logits = torch.randn(2, 5, 11)

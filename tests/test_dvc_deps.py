@@ -19,18 +19,24 @@ import yaml
 
 from conftest import REPO
 
-OURS = ("stages", "schemas", "verifiers")  # the packages whose code a stage runs
-MODULE_NAME = re.compile(r"^(?:%s)(?:\.\w+)*$" % "|".join(OURS))
-# The folders `stages.sql.discover` reads (every table of the workspace): a stage running that code must depend
+PACKAGE = "restem"  # the one import name whose code a stage runs
+FOLDERS = ("stages", "schemas", "verifiers")  # top-level folders installed as restem.stages, ... (restem/__init__.py)
+CODE_ROOTS = (PACKAGE, *FOLDERS)  # where a code dep lives
+MODULE_NAME = re.compile(r"^%s(?:\.\w+)*$" % PACKAGE)
+# The folders `restem.query.sql.discover` reads (every table of the workspace): a stage running that code must depend
 # on all of them (its own outputs among them excepted).
 WORKSPACE = ("data", "models", "metrics/iterations")
 
 
 def module_file(name: str, root: Path = REPO) -> Path | None:
-    """The file of module `name` if it is one of ours (a module or a package's __init__), else None."""
-    if name.split(".")[0] not in OURS:
+    """The file of module `name` if it is one of ours (a module or a package's __init__), else None:
+    `restem.stages.grow` is stages/grow.py, `restem.sampling.engines` restem/sampling/engines.py."""
+    parts = name.split(".")
+    if parts[0] != PACKAGE:
         return None
-    base = root.joinpath(*name.split("."))
+    if len(parts) > 1 and parts[1] in FOLDERS:
+        parts = parts[1:]
+    base = root.joinpath(*parts)
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
             return candidate
@@ -38,8 +44,9 @@ def module_file(name: str, root: Path = REPO) -> Path | None:
 
 
 def _package(path: Path, root: Path) -> list[str]:
-    """The package a file belongs to (for a package's __init__.py, the package itself)."""
-    return list(path.relative_to(root).parts[:-1])
+    """The package a file belongs to (for a package's __init__.py, the package itself), as import names."""
+    parts = list(path.relative_to(root).parts[:-1])
+    return [PACKAGE, *parts] if parts and parts[0] in FOLDERS else parts
 
 
 def imported_names(path: Path, root: Path = REPO) -> set[str]:
@@ -103,7 +110,7 @@ def covered(path: Path, deps: list[str]) -> bool:
 
 def stage_module(body: dict) -> str:
     found = re.match(r"python -m ([\w.]+)", body["cmd"])
-    assert found, f"cmd {body['cmd']!r}: stages run `python -m stages.<name>` (DESIGN.md, section 2)"
+    assert found, f"cmd {body['cmd']!r}: stages run `python -m restem.stages.<name>` (DESIGN.md, section 2)"
     return found.group(1)
 
 
@@ -130,20 +137,20 @@ def test_import_closure_is_covered_by_deps():
 
 
 def test_stages_running_the_query_layer_depend_on_the_whole_workspace():
-    """`stages/sql.py` builds views over every table of the workspace; the stage running it must see them all."""
+    """`restem/query/sql.py` builds views over every table of the workspace; the stage running it must see them all."""
     for name, body in stages().items():
-        if Path("stages/sql.py") not in closure(stage_module(body)):
+        if Path("restem/query/sql.py") not in closure(stage_module(body)):
             continue
         deps, outs = _paths(body.get("deps")), _paths(body.get("outs"))
         lost = [f for f in WORKSPACE if not covered(Path(f), deps) and not covered(Path(f), outs)]
-        assert not lost, f"stage {name} reads the whole workspace (stages/sql.py) but lacks deps {lost}"
+        assert not lost, f"stage {name} reads the whole workspace (restem/query/sql.py) but lacks deps {lost}"
 
 
 def test_code_deps_exist():
     """A renamed module leaves a dep DVC cannot find; it must fail here, not in the middle of `dvc repro`."""
     for name, body in stages().items():
         for dep in _paths(body.get("deps")):
-            if "${" not in dep and dep.split("/")[0] in OURS:
+            if "${" not in dep and dep.split("/")[0] in CODE_ROOTS:
                 assert (REPO / dep).exists(), f"stage {name}: dep {dep} does not exist"
 
 
@@ -154,12 +161,13 @@ def test_code_deps_exist():
 def tree(tmp_path):
     """A package tree with a lazy import, a relative import, a registry string and an unrelated library."""
     files = {
+        "restem/__init__.py": "",
         "stages/__init__.py": "",
-        "stages/a.py": "import json\nfrom stages import b\n\ndef f():\n    from .c import g\n",
-        "stages/b.py": "REGISTRY = {'x': ('verifiers.x', 'X')}\n",
+        "stages/a.py": "import json\nfrom restem.stages import b\n\ndef f():\n    from .c import g\n",
+        "stages/b.py": "REGISTRY = {'x': ('restem.verifiers.x', 'X')}\n",
         "stages/c.py": "def g():\n    pass\n",
         "stages/unused.py": "",
-        "verifiers/__init__.py": "from verifiers.base import V\n",
+        "verifiers/__init__.py": "from restem.verifiers.base import V\n",
         "verifiers/base.py": "V = 1\n",
         "verifiers/x.py": "import numpy\n",
     }
@@ -170,17 +178,18 @@ def tree(tmp_path):
 
 
 def test_closure_follows_lazy_relative_and_string_imports(tree):
-    assert {str(p) for p in closure("stages.a", tree)} == {
-        "stages/__init__.py", "stages/a.py", "stages/b.py", "stages/c.py",
+    assert {str(p) for p in closure("restem.stages.a", tree)} == {
+        "restem/__init__.py", "stages/__init__.py", "stages/a.py", "stages/b.py", "stages/c.py",
         "verifiers/__init__.py", "verifiers/base.py", "verifiers/x.py"}
 
 
 def test_a_new_import_without_a_dep_is_reported(tree):
     (tree / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"one": {"foreach": {"1": {}}, "do": {
-        "cmd": "python -m stages.a --iteration ${key}", "deps": ["stages", "verifiers", "data/iter${key}"]}}}}))
+        "cmd": "python -m restem.stages.a --iteration ${key}",
+        "deps": ["restem/__init__.py", "stages", "verifiers", "data/iter${key}"]}}}}))
     stages.cache_clear()
     assert missing_code(tree) == {}
-    (tree / "stages/c.py").write_text("def g():\n    from schemas.new import h\n")
+    (tree / "stages/c.py").write_text("def g():\n    from restem.schemas.new import h\n")
     (tree / "schemas").mkdir()
     (tree / "schemas/new.py").write_text("")
     assert missing_code(tree) == {"one": ["schemas/new.py"]}
@@ -214,8 +223,8 @@ def _with_runtime(tiny_params, **knobs):
 
 
 def test_grow_resume_key_holds_the_engine_dtype(tiny_params):
-    from stages.engines import SamplingParams
-    from stages.grow import shard_key
+    from restem.sampling.engines import SamplingParams
+    from restem.stages.grow import shard_key
 
     sampling = SamplingParams(0.8, 16)
     key = lambda p: shard_key("policy", sampling, p, 1, ["a", "b"])  # noqa: E731
@@ -226,8 +235,8 @@ def test_grow_resume_key_holds_the_engine_dtype(tiny_params):
 
 
 def test_evaluate_memo_key_holds_the_engine_dtype(tiny_params, monkeypatch, tmp_path):
-    from schemas.hashing import content_hash
-    from stages import evaluate
+    from restem.schemas.hashing import content_hash
+    from restem.stages import evaluate
 
     monkeypatch.setattr(evaluate, "model_hash", lambda folder: "model")
     monkeypatch.setattr(evaluate, "file_hash", lambda path: f"hash of {Path(path).name}")
@@ -241,7 +250,7 @@ def test_evaluate_memo_key_holds_the_engine_dtype(tiny_params, monkeypatch, tmp_
     # float32 on the CPU adds nothing: the memo keys of the default's stored metrics stand
     import torch
     if not torch.cuda.is_available():
-        import verifiers
+        from restem import verifiers
         code = [Path(m.__file__) for m in (evaluate.engines, evaluate.grow, evaluate.score, evaluate.modeling)]
         code += [Path(evaluate.__file__)] + sorted(Path(verifiers.__file__).parent.glob("*.py"))
         p = cpu32

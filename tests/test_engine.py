@@ -6,9 +6,9 @@ import re
 import pytest
 import torch
 
-from stages.engines import Request, SamplingParams, TransformersEngine, hash_uniform
-from stages.modeling import load_policy
-from stages.common import model_dir
+from restem.sampling.engines import Request, SamplingParams, TransformersEngine, hash_uniform
+from restem.training.modeling import load_policy
+from restem.workspace import model_dir
 
 
 def _engine(root, batch_size=64, noise="auto"):

@@ -10,15 +10,15 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from schemas.errors import RestemError
-from stages.export import CONFIGS, Selection, export_command, run
+from restem.schemas.errors import RestemError
+from restem.publish.export import CONFIGS, Selection, export_command, run
 
 
 @pytest.fixture(scope="module")
 def workspace(trained_root, tmp_path_factory):
     """A copy of the shared trained workspace with iteration 1 grown, scored and filtered."""
-    from stages import filter as filter_stage
-    from stages import grow, score
+    from restem.stages import filter as filter_stage
+    from restem.stages import grow, score
 
     src, params = trained_root
     root = tmp_path_factory.mktemp("export_ws") / "ws"
@@ -231,8 +231,8 @@ def test_card_records_the_math_answer_extraction(workspace, tmp_path):
     rows of the shared workspace carry none and the card says nothing about it."""
     import json
 
-    from schemas.io import read_rows, write_rows
-    from schemas.tables import Score
+    from restem.schemas.io import read_rows, write_rows
+    from restem.schemas.tables import Score
 
     run(workspace, tmp_path / "plain", Selection(iterations=(1,)))
     assert "answer extraction" not in _card(tmp_path / "plain")[1]

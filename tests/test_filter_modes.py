@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.params import FilterParams
-from stages.filter import quantile, report, resolve_threshold, select
-from verifiers.arithmetic import consistent, scratchpad
-from verifiers.paths import equations
+from restem.schemas.params import FilterParams
+from restem.stages.filter import quantile, report, resolve_threshold, select
+from restem.verifiers.arithmetic import consistent, scratchpad
+from restem.verifiers.paths import equations
 
 
 def table(rows):

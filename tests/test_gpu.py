@@ -13,9 +13,9 @@ pytestmark = [pytest.mark.gpu,
 
 
 def test_engine_samples_in_bf16_on_the_gpu(trained_root, tmp_path):
-    from schemas.io import read_rows
-    from schemas.tables import Sample
-    from stages import grow
+    from restem.schemas.io import read_rows
+    from restem.schemas.tables import Sample
+    from restem.stages import grow
 
     src, params = trained_root
     params = params.model_copy(update={"runtime": params.runtime.model_copy(update={"precision": "auto"})})
@@ -34,7 +34,7 @@ def test_engine_samples_in_bf16_on_the_gpu(trained_root, tmp_path):
 
 
 def test_hashed_noise_has_the_same_bits_on_the_gpu_as_on_the_cpu():
-    from stages.engines import hash_uniform
+    from restem.sampling.engines import hash_uniform
 
     seeds = torch.tensor([0, 7, 2**62 + 12345, 2**63 - 1] + list(range(1000, 1252)), dtype=torch.int64)
     for step in (0, 3, 63):
@@ -42,8 +42,8 @@ def test_hashed_noise_has_the_same_bits_on_the_gpu_as_on_the_cpu():
 
 
 def test_gpu_samples_depend_on_seed_not_on_batch(trained_root):
-    from stages.engines import Request, SamplingParams, TransformersEngine, _GumbelSampler
-    from stages.modeling import load_policy
+    from restem.sampling.engines import Request, SamplingParams, TransformersEngine, _GumbelSampler
+    from restem.training.modeling import load_policy
 
     root, _ = trained_root
     model, tok = load_policy(root / "models" / "iter0", "bfloat16")
@@ -54,15 +54,15 @@ def test_gpu_samples_depend_on_seed_not_on_batch(trained_root):
     assert [c.text for c in a] == [c.text for c in reversed(b)]
     assert any(a[2 * i].text != a[2 * i + 1].text for i in range(40))
     # on the GPU, `auto` noise is the hash, drawn there
-    from stages.engines import hash_uniform
+    from restem.sampling.engines import hash_uniform
 
     noise = _GumbelSampler([1, 2], sampling)._uniform(5, torch.device("cuda"))
     assert noise.device.type == "cuda" and torch.equal(noise, hash_uniform(torch.tensor([1, 2]).cuda(), 0, 5))
 
 
 def test_improve_trains_on_the_gpu_in_bf16(trained_root):
-    from stages.modeling import load_policy
-    from stages.training import _mixed_precision, train_sft
+    from restem.training.modeling import load_policy
+    from restem.training.sft import _mixed_precision, train_sft
 
     root, params = trained_root
     assert _mixed_precision("auto") == "bf16" and _mixed_precision("float32") == "no"
@@ -79,8 +79,8 @@ def test_improve_trains_on_the_gpu_in_bf16(trained_root):
 def test_float32_then_bf16_training_in_one_process(trained_root):
     """A float32 run (base, say) and then a bf16 run (Improve) in one process: Accelerate's process-wide
     state once refused the second."""
-    from stages.modeling import load_policy
-    from stages.training import train_sft
+    from restem.training.modeling import load_policy
+    from restem.training.sft import train_sft
 
     root, params = trained_root
     pairs = [(f"{a}+{b}=", f"{b % 10}+{a % 10}+0={a + b};{a + b}") for a in range(5) for b in range(5)]

@@ -9,9 +9,9 @@ import sys
 import time
 
 from conftest import REPO, TINY, write_params, pythonpath
-from schemas.params import Params
-from stages import grow, problems
-from stages.common import iter_dir
+from restem.schemas.params import Params
+from restem.stages import grow, problems
+from restem.workspace import iter_dir
 
 
 def _workspace(tmp_path, trained_root, name):
@@ -34,7 +34,7 @@ def test_killed_grow_resumes_to_identical_bytes(tmp_path, trained_root, capfd):
 
     root_b, _, params_file = _workspace(tmp_path, trained_root, "killed")
     shards = iter_dir(1, root_b) / ".grow-shards"
-    proc = subprocess.Popen([sys.executable, "-m", "stages.grow", "--iteration", "1", "--prev", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "restem.stages.grow", "--iteration", "1", "--prev", "0",
                              "--params", str(params_file)], cwd=root_b, env={**os.environ, "PYTHONPATH": pythonpath()},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120

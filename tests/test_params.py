@@ -7,8 +7,8 @@ import pytest
 from pydantic import ValidationError
 
 from conftest import REPO, write_params, pythonpath
-from schemas.errors import RestemError
-from schemas.params import Params, load_params
+from restem.schemas.errors import RestemError
+from restem.schemas.params import Params, load_params
 
 
 def test_committed_params_file_is_valid():
@@ -69,7 +69,7 @@ def test_invalid_yaml_names_the_file(tmp_path):
 def test_stage_cli_exits_nonzero_with_message_and_writes_nothing(tmp_path, tiny_raw):
     tiny_raw["problems"]["sede"] = 1
     params = write_params(tmp_path / "params.yaml", tiny_raw)
-    proc = subprocess.run([sys.executable, "-m", "stages.problems", "--params", str(params)], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "restem.stages.problems", "--params", str(params)], cwd=tmp_path,
                           capture_output=True, text=True, env={"PYTHONPATH": pythonpath(), "PATH": ""})
     assert proc.returncode == 2
     assert "problems.sede: unknown key" in proc.stderr

@@ -7,10 +7,10 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from stages import sql
-from stages.filter import dedup_key
-from verifiers.arithmetic import scratchpad
-from verifiers.paths import equations, reasoning_path
+from restem.query import sql
+from restem.stages.filter import dedup_key
+from restem.verifiers.arithmetic import scratchpad
+from restem.verifiers.paths import equations, reasoning_path
 
 CASES = [
     # arithmetic scratchpads: one equation per step, spacing ignored, the answer is not part of the path

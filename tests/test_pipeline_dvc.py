@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO, TINY, write_params
 
-COPY = ["stages", "schemas", "verifiers", "inputs", "dvc.yaml", "pyproject.toml", ".dvcignore"]
+COPY = ["restem", "stages", "schemas", "verifiers", "inputs", "dvc.yaml", "pyproject.toml", ".dvcignore"]
 
 
 def _run(cmd, cwd, check=True):
@@ -54,7 +54,7 @@ def test_repro_runs_the_whole_loop(workspace):
 
 
 def test_appending_an_iteration_runs_exactly_five_stages(workspace):
-    from stages.cli import append_iteration
+    from restem.cli.main import append_iteration
 
     assert append_iteration(workspace / "params.yaml", warm=False) == 2
     assert "'2': {prev: 1, init: 0}" in (workspace / "params.yaml").read_text()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from schemas.errors import RestemError
-from schemas.presets import load_preset, preset_names, render
+from restem.schemas.errors import RestemError
+from restem.schemas.presets import load_preset, preset_names, render
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = preset_names()
@@ -53,7 +53,7 @@ def test_merge_rules(tmp_path, monkeypatch):
 
     import yaml
 
-    import schemas.presets as presets
+    import restem.schemas.presets as presets
 
     root = tmp_path / "presets"
     root.mkdir()
@@ -109,7 +109,7 @@ def test_each_preset_uses_what_it_names():
 def test_preset_command_writes_a_valid_file(tmp_path):
     from typer.testing import CliRunner
 
-    from stages.cli import app
+    from restem.cli.main import app
 
     out = tmp_path / "params.yaml"
     result = CliRunner().invoke(app, ["preset", "rest", "--output", str(out)])

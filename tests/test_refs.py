@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from schemas.refs import Ref, ref_order
-from stages.common import iter_dir, model_dir, model_ref
+from restem.schemas.refs import Ref, ref_order
+from restem.workspace import iter_dir, model_dir, model_ref
 
 
 def test_parse_format_and_order():

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import REPO, TINY, write_params
 
-COPY = ["stages", "schemas", "verifiers", "inputs", "dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore"]
+COPY = ["restem", "stages", "schemas", "verifiers", "inputs", "dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore"]
 # Bytecode must be invisible to DVC: `schemas` and `verifiers` are folder deps, and a fresh clone has no
 # __pycache__, so hashing it would make every stage look changed there (see docs/remotes.md).
 BYTECODE_RULES = ["__pycache__/", "*.pyc"]
@@ -120,7 +120,7 @@ def test_local_remote_round_trip(origin, tmp_path):
     _check(origin, result, clone, "local remote")
     assert any((storage / "files" / "md5").rglob("*"))
     # the pulled clone exports the same bytes as the original, card (git revision, lock hashes) included
-    from stages.export import Selection, run
+    from restem.publish.export import Selection, run
 
     run(root, tmp_path / "export_origin", Selection(all_=True))
     run(clone, tmp_path / "export_clone", Selection(all_=True))

@@ -9,10 +9,10 @@ import shutil
 import pytest
 from pydantic import ValidationError
 
-from schemas.errors import RestemError
-from schemas.io import read_rows
-from schemas.params import Params, load_params
-from schemas.tables import Kept, Score
+from restem.schemas.errors import RestemError
+from restem.schemas.io import read_rows
+from restem.schemas.params import Params, load_params
+from restem.schemas.tables import Kept, Score
 from tests.conftest import write_params
 
 
@@ -73,8 +73,8 @@ def test_models_are_ordered_with_steps(tiny_raw):
 def rest_run(trained_root, tmp_path_factory):
     """The tiny ReST loop: reward model, grow, score by the reward model, filter at tau 0.3, improve,
     then step 1b: filter the same samples at quantile 0.5 and improve from iteration 1's model."""
-    from stages import filter as filter_stage
-    from stages import grow, improve, reward_model, score
+    from restem.stages import filter as filter_stage
+    from restem.stages import grow, improve, reward_model, score
 
     src, _ = trained_root
     root = tmp_path_factory.mktemp("rest")
@@ -103,7 +103,7 @@ def test_reward_model_trains_and_is_measured(rest_run):
 
 
 def test_reward_model_scores_are_deterministic_and_keep_the_verdict(rest_run):
-    from stages import score
+    from restem.stages import score
 
     root, params, _ = rest_run
     path = root / "data" / "iter1" / "scores.parquet"
@@ -137,8 +137,8 @@ def test_step_filters_with_its_higher_threshold(rest_run):
 def test_warm_started_step_starts_from_the_previous_model(rest_run):
     import torch
 
-    from stages import improve
-    from stages.modeling import load_policy, model_hash, read_meta
+    from restem.stages import improve
+    from restem.training.modeling import load_policy, model_hash, read_meta
 
     root, params, _ = rest_run
     meta = read_meta(root / "models" / "iter1b")
@@ -155,7 +155,7 @@ def test_warm_started_step_starts_from_the_previous_model(rest_run):
 
 
 def test_evaluate_reports_every_step(rest_run):
-    from stages import evaluate
+    from restem.stages import evaluate
 
     root, params, _ = rest_run
     summary = evaluate.run(params, root)
@@ -176,7 +176,7 @@ def test_rule_names_the_quantile_of_each_step(rest_run):
 
 
 def _evaluated(rest_run):
-    from stages import evaluate
+    from restem.stages import evaluate
 
     root, params, _ = rest_run
     if not (root / "metrics" / "iterations" / "iter1b.json").is_file():
@@ -185,7 +185,7 @@ def _evaluated(rest_run):
 
 
 def test_sql_views_tell_a_step_from_its_iteration(rest_run):
-    from stages.sql import connect, run_query
+    from restem.query.sql import connect, run_query
 
     root = _evaluated(rest_run)
     kept1b = {k["sample_id"] for k in read_rows(root / "data" / "iter1b" / "kept.parquet", Kept)}
@@ -212,8 +212,8 @@ def test_sql_views_tell_a_step_from_its_iteration(rest_run):
 
 
 def test_audits_report_each_step_apart(rest_run):
-    from stages.audits import run_audit, write_plot_data
-    from stages.sql import connect
+    from restem.query.audits import run_audit, write_plot_data
+    from restem.query.sql import connect
 
     root = _evaluated(rest_run)
     kept1b = read_rows(root / "data" / "iter1b" / "kept.parquet", Kept)
@@ -242,7 +242,7 @@ def test_export_a_step(rest_run, tmp_path):
     from typer.testing import CliRunner
     import typer
 
-    from stages.export import export_command
+    from restem.publish.export import export_command
 
     root = _evaluated(rest_run)
     kept1b = sorted(k["sample_id"] for k in read_rows(root / "data" / "iter1b" / "kept.parquet", Kept))

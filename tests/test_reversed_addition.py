@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from verifiers.reversed_addition import (
+from restem.verifiers.reversed_addition import (
     ReversedAdditionVerifier,
     check_steps,
     consistent,
@@ -118,8 +118,8 @@ def test_verifier_verdicts():
 
 
 def test_registered():
-    from schemas.params import ScoreParams
-    from verifiers.base import IN_PROCESS, get_verifier, get_verifier_entry, score_all
+    from restem.schemas.params import ScoreParams
+    from restem.verifiers.base import IN_PROCESS, get_verifier, get_verifier_entry, score_all
 
     v = get_verifier("reversed_addition")
     assert (v.name, v.version) == ("reversed_addition", "1")
@@ -130,7 +130,7 @@ def test_registered():
 
 
 def test_charset_covers_the_format():
-    from stages.modeling import CHARSET, build_char_tokenizer
+    from restem.training.modeling import CHARSET, build_char_tokenizer
 
     text = make_prompt(98765432109876, 12345678901234, 20) + make_solution(98765432109876, 12345678901234, 20)
     assert set("0123456789=abcdefghijklmnopqrstuvwxyz") <= set(CHARSET)
@@ -140,7 +140,7 @@ def test_charset_covers_the_format():
 
 
 def _task(**over):
-    from schemas.params import ArithmeticTask
+    from restem.schemas.params import ArithmeticTask
 
     raw = {"demo_digits": {"low": 1, "high": 4}, "demo_count": 400, "train_digits": {"low": 5, "high": 12},
            "train_count": 300, "test_sets": {f"d{d:02d}": d for d in range(1, 13)}, "test_count": 40,
@@ -150,7 +150,7 @@ def _task(**over):
 
 
 def test_generation_reversed_format():
-    from stages.problems import generate_arithmetic
+    from restem.stages.problems import generate_arithmetic
 
     tables = generate_arithmetic(_task(), seed=5)
     assert {len(tables["test"]), len(tables["train"]), len(tables["demos"])} == {480, 300, 400}
@@ -173,7 +173,7 @@ def test_generation_reversed_format():
 
 
 def test_generation_is_deterministic_and_seeded():
-    from stages.problems import generate_arithmetic
+    from restem.stages.problems import generate_arithmetic
 
     first, again = generate_arithmetic(_task(), seed=5), generate_arithmetic(_task(), seed=5)
     assert [p.model_dump() for s in first.values() for p in s] == [p.model_dump() for s in again.values() for p in s]
@@ -183,7 +183,7 @@ def test_generation_is_deterministic_and_seeded():
 
 def test_generation_default_format_unchanged():
     """The scratchpad format stays the default and the new field stays out of dumps when default."""
-    from stages.problems import generate_arithmetic
+    from restem.stages.problems import generate_arithmetic
 
     task = _task(format="scratchpad")
     assert "format" not in task.model_dump()
@@ -194,8 +194,8 @@ def test_generation_default_format_unchanged():
 
 
 def test_generation_too_many_one_digit_problems_is_a_clear_error():
-    from schemas.errors import RestemError
-    from stages.problems import generate_arithmetic
+    from restem.schemas.errors import RestemError
+    from restem.stages.problems import generate_arithmetic
 
     # 1-digit reversed problems: 10 * 10 operand pairs * 26 offsets = 2600 distinct prompts
     assert len(generate_arithmetic(_task(test_sets={"d1": 1}, test_count=2000, demo_count=10,

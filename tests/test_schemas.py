@@ -4,10 +4,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from schemas.errors import RestemError
-from schemas.hashing import content_hash, derive_seed
-from schemas.io import arrow_schema, atomic_path, read_rows, read_table, write_rows
-from schemas.tables import Kept, ModelMeta, Problem, Rejected, Sample, Score
+from restem.schemas.errors import RestemError
+from restem.schemas.hashing import content_hash, derive_seed
+from restem.schemas.io import arrow_schema, atomic_path, read_rows, read_table, write_rows
+from restem.schemas.tables import Kept, ModelMeta, Problem, Rejected, Sample, Score
 
 
 def _problem(i: int, difficulty=None) -> Problem:

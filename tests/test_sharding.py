@@ -9,11 +9,11 @@ import sys
 import pytest
 
 from conftest import REPO, TINY, write_params, pythonpath
-from schemas.errors import RestemError
-from schemas.params import Params
-from stages import evaluate, grow, problems
-from stages.common import iter_dir
-from stages.shard import Shard, owned, parse_shard
+from restem.schemas.errors import RestemError
+from restem.schemas.params import Params
+from restem.stages import evaluate, grow, problems
+from restem.workspace import iter_dir
+from restem.sampling.shards import Shard, owned, parse_shard
 
 ENV = {**os.environ, "PYTHONPATH": pythonpath()}
 
@@ -39,7 +39,7 @@ def unsharded(tmp_path_factory, trained_root):
 
 
 def _grow_cmd(params_file, *extra):
-    return [sys.executable, "-m", "stages.grow", "--iteration", "1", "--prev", "0", "--params", str(params_file), *extra]
+    return [sys.executable, "-m", "restem.stages.grow", "--iteration", "1", "--prev", "0", "--params", str(params_file), *extra]
 
 
 def test_shards_partition_the_work():

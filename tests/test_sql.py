@@ -16,11 +16,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from schemas.errors import RestemError
-from schemas.io import write_json, write_rows
-from schemas.tables import Kept, Problem, Rejected, Sample, Score
-from stages.sql import connect, run_query, sql_command
-from stages.views import VIEWS
+from restem.schemas.errors import RestemError
+from restem.schemas.io import write_json, write_rows
+from restem.schemas.tables import Kept, Problem, Rejected, Sample, Score
+from restem.query.sql import connect, run_query, sql_command
+from restem.stages.views import VIEWS
 
 GOOD_GSM = "He buys 2 * 3 = <<2*3=6>>6 pens.\nA: 6"
 BAD_GSM = "He buys 2 * 3 = <<2*3=7>>7 pens, gives 1 away: 7 - 1 = 6.\nA: 6"
@@ -100,7 +100,7 @@ def workspace(tmp_path) -> Path:
 def cli() -> typer.Typer:
     app = typer.Typer()
     app.command("sql")(sql_command)
-    app.command("other")(lambda: None)  # two commands, so `sql` is a subcommand as in stages/cli.py
+    app.command("other")(lambda: None)  # two commands, so `sql` is a subcommand as in restem/cli/main.py
     return app
 
 

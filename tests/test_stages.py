@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from schemas.io import read_rows
-from schemas.tables import Kept, Problem, Rejected, Sample, Score
-from stages import base, evaluate, filter as filter_stage, grow, improve, problems, score
-from stages.common import iter_dir, model_dir, problems_dir
+from restem.schemas.io import read_rows
+from restem.schemas.tables import Kept, Problem, Rejected, Sample, Score
+from restem.stages import base, evaluate, filter as filter_stage, grow, improve, problems, score
+from restem.workspace import iter_dir, model_dir, problems_dir
 
 
 def _bytes(folder: Path) -> dict[str, bytes]:
@@ -20,7 +20,7 @@ def _bytes(folder: Path) -> dict[str, bytes]:
 def loop_root(tmp_path_factory):
     """Problems, base, and one full iteration on the miniature params, run once for this module."""
     from conftest import TINY
-    from schemas.params import Params
+    from restem.schemas.params import Params
 
     params = Params.model_validate(json.loads(json.dumps(TINY)))
     root = tmp_path_factory.mktemp("loop")
@@ -131,12 +131,12 @@ def test_evaluate_memo_key_follows_verifier_code(loop_root, monkeypatch):
     """Editing a verifier must invalidate stored evaluation results, not reuse them."""
     from pathlib import Path as P
 
-    import verifiers
+    from restem import verifiers
 
     root, params = loop_root
     before = evaluate.eval_key(params, 0, root)
     original = P(verifiers.__file__).parent / "arithmetic.py"
-    from schemas import hashing
+    from restem.schemas import hashing
 
     real = hashing.file_hash
     monkeypatch.setattr(evaluate, "file_hash", lambda p: "edited" if P(p) == original else real(p))

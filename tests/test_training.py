@@ -3,10 +3,10 @@ and the same seed gives the same weights."""
 
 import torch
 
-from schemas.params import Architecture, TrainParams
-from stages.modeling import build_char_tokenizer, build_model
-from stages.training import _collate, encode_pairs, train_sft
-from verifiers.arithmetic import scratchpad
+from restem.schemas.params import Architecture, TrainParams
+from restem.training.modeling import build_char_tokenizer, build_model
+from restem.training.sft import _collate, encode_pairs, train_sft
+from restem.verifiers.arithmetic import scratchpad
 
 ARCH = Architecture(hidden_size=32, intermediate_size=64, layers=2, heads=2, max_positions=48)
 PAIRS = [(f"{a}+{b}=", scratchpad(a, b)) for a in range(0, 50, 3) for b in range(0, 50, 7)]

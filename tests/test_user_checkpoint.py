@@ -5,13 +5,13 @@ import shutil
 
 from typer.testing import CliRunner
 
-from schemas.io import read_rows
-from schemas.params import Params
-from schemas.tables import Sample, Score
-from stages import base, filter as filter_stage, grow, improve, problems, score
-from stages.cli import app
-from stages.common import iter_dir, model_dir
-from stages.modeling import resolve_checkpoint
+from restem.schemas.io import read_rows
+from restem.schemas.params import Params
+from restem.schemas.tables import Sample, Score
+from restem.stages import base, filter as filter_stage, grow, improve, problems, score
+from restem.cli.main import app
+from restem.workspace import iter_dir, model_dir
+from restem.training.modeling import resolve_checkpoint
 
 
 def test_own_checkpoint_and_problem_files(tmp_path, tiny_raw, trained_root):

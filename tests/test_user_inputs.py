@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from conftest import REPO, TINY, write_params
-from schemas.errors import RestemError
-from schemas.params import Params
-from stages import base
+from restem.schemas.errors import RestemError
+from restem.schemas.params import Params
+from restem.stages import base
 from test_pipeline_dvc import COPY, _run, _stages_run
 
 
@@ -95,7 +95,7 @@ def test_a_checkpoint_outside_its_inputs_folder_is_an_error(tmp_path, section, f
         if section == "base":
             base.run(params, tmp_path)
         else:
-            from stages import reward_model
+            from restem.stages import reward_model
 
             reward_model.run(params, tmp_path)
     assert not (tmp_path / "models").exists()
@@ -113,7 +113,7 @@ def test_a_symlink_out_of_the_folder_is_refused(tmp_path):
 def test_import_problems_writes_into_the_tracked_folder(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from stages.cli import app
+    from restem.cli.main import app
 
     src = tmp_path / "gsm8k.jsonl"
     src.write_text(json.dumps({"question": "What is 2+3?", "answer": "2+3=5\n#### 5"}) + "\n")

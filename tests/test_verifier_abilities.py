@@ -8,12 +8,12 @@ import json
 
 import pytest
 
-from schemas.errors import RestemError
-from schemas.io import write_rows
-from schemas.params import Params
-from schemas.tables import Problem, Sample, Score
-from verifiers.base import CONSISTENCY, STEPS, _VERIFIERS, consistency_check, get_verifier, has_ability
-from verifiers.reversed_addition import make_prompt, make_solution
+from restem.schemas.errors import RestemError
+from restem.schemas.io import write_rows
+from restem.schemas.params import Params
+from restem.schemas.tables import Problem, Sample, Score
+from restem.verifiers.base import CONSISTENCY, STEPS, _VERIFIERS, consistency_check, get_verifier, has_ability
+from restem.verifiers.reversed_addition import make_prompt, make_solution
 
 PROMPT = make_prompt(4713, 59, 1)  # `39b15c70d40e=`
 GOLD = make_solution(4713, 59, 1)  # `b21c70d70e40`
@@ -29,7 +29,7 @@ def _sample(sid: str, index: int, completion: str, problem_id: str = "p1", polic
 
 
 def _scores(samples: list[Sample]) -> list[Score]:
-    from stages.score import score_samples
+    from restem.stages.score import score_samples
 
     problem = {"problem_id": "p1", "prompt": PROMPT, "reference": "4772", "meta": {}}
     return score_samples("reversed_addition", [s.model_dump() for s in samples], {"p1": problem}, workers=1)
@@ -67,7 +67,7 @@ def _decisions(root) -> dict[str, str]:
 
 
 def test_majority_with_reversed_addition_drops_the_inconsistent_sample(tiny_raw, tmp_path):
-    from stages import filter as filter_stage
+    from restem.stages import filter as filter_stage
 
     _workspace(tmp_path)
     filter_stage.run(_params(tiny_raw, mode="majority", min_votes=2, strict_majority=False), 1, tmp_path)
@@ -82,7 +82,7 @@ def test_majority_with_reversed_addition_drops_the_inconsistent_sample(tiny_raw,
 
 
 def test_agreement_with_reversed_addition_drops_inconsistent_samples_and_votes(tiny_raw, tmp_path):
-    from stages import filter as filter_stage
+    from restem.stages import filter as filter_stage
 
     # Two voters: one gives 4772 consistently; the other's 5772 comes from an inconsistent completion.
     _workspace(tmp_path, [GOLD, "b21d70c70e50"])
@@ -97,7 +97,7 @@ def test_agreement_with_reversed_addition_drops_inconsistent_samples_and_votes(t
     ({"mode": "correct", "require_valid_steps": True}, "filter.require_valid_steps"),
 ])
 def test_asking_a_verifier_for_an_ability_it_lacks_is_a_clear_error(tiny_raw, tmp_path, settings, key):
-    from stages import filter as filter_stage
+    from restem.stages import filter as filter_stage
 
     params = _params(tiny_raw, "exact", **settings)
     with pytest.raises(RestemError, match=rf"{key}: true needs .*verifier 'exact'.*set {key}: false"):
@@ -106,7 +106,7 @@ def test_asking_a_verifier_for_an_ability_it_lacks_is_a_clear_error(tiny_raw, tm
 
 
 def test_voters_refuse_before_training_when_the_filter_will_need_a_missing_check(tiny_raw, tmp_path):
-    from stages import voters
+    from restem.stages import voters
 
     params = _params(tiny_raw, "exact", mode="agreement", voters={"seeds": [1]})
     with pytest.raises(RestemError, match="filter.require_consistent: true needs"):
@@ -115,8 +115,8 @@ def test_voters_refuse_before_training_when_the_filter_will_need_a_missing_check
 
 
 def test_a_mode_that_needs_the_check_cannot_be_run_without_it():
-    from schemas.params import FilterParams
-    from stages.filter import select
+    from restem.schemas.params import FilterParams
+    from restem.stages.filter import select
 
     with pytest.raises(ValueError, match="consistency check"):
         select([], [], FilterParams(mode="majority", max_per_problem=1, dedup="none"))
@@ -146,7 +146,7 @@ def test_a_declared_step_check_fills_steps_valid(name, completion, problem):
 
 
 def test_every_registered_verifier_loads_and_says_its_own_name():
-    from verifiers.base import RUNS, get_verifier_entry, verifier_names
+    from restem.verifiers.base import RUNS, get_verifier_entry, verifier_names
 
     assert verifier_names() == sorted(_VERIFIERS)
     for name in verifier_names():
@@ -156,8 +156,8 @@ def test_every_registered_verifier_loads_and_says_its_own_name():
 
 def test_params_accept_exactly_the_registered_verifiers(tiny_raw, tmp_path):
     from conftest import write_params
-    from schemas.params import load_params
-    from verifiers.base import verifier_names
+    from restem.schemas.params import load_params
+    from restem.verifiers.base import verifier_names
 
     for name in verifier_names():
         tiny_raw["score"]["verifier"] = name

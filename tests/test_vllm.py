@@ -34,9 +34,9 @@ def _mark(test):
 
 def test_engine_vllm_is_a_valid_param_and_a_clear_error_without_vllm(tiny_raw, tmp_path):
     """In the default suite: `grow.engine: vllm` validates; without vLLM, asking for it names the fix."""
-    from schemas.errors import RestemError
-    from schemas.params import Params
-    from stages import grow
+    from restem.schemas.errors import RestemError
+    from restem.schemas.params import Params
+    from restem.stages import grow
 
     tiny_raw["grow"]["engine"] = "vllm"
     assert Params.model_validate(tiny_raw).grow.engine == "vllm"
@@ -50,12 +50,12 @@ def test_engine_vllm_is_a_valid_param_and_a_clear_error_without_vllm(tiny_raw, t
 
 def _child(root: Path, params_json: str, out: Path) -> None:
     """In a child process: Grow iteration 1 with the vllm engine, then greedy completions of the Grow pool."""
-    from schemas.io import read_rows
-    from schemas.params import Params
-    from schemas.tables import Problem
-    from stages import grow
-    from stages.common import model_dir, problems_dir
-    from stages.engines import Request, SamplingParams
+    from restem.schemas.io import read_rows
+    from restem.schemas.params import Params
+    from restem.schemas.tables import Problem
+    from restem.stages import grow
+    from restem.workspace import model_dir, problems_dir
+    from restem.sampling.engines import Request, SamplingParams
 
     params = Params.model_validate_json(params_json)
     grow.run(params, 1, 0, root)
@@ -96,8 +96,8 @@ def vllm_runs(trained_root, tmp_path_factory):
 
 @_mark
 def test_vllm_grow_writes_valid_rows(vllm_runs):
-    from schemas.io import read_rows
-    from schemas.tables import Sample
+    from restem.schemas.io import read_rows
+    from restem.schemas.tables import Sample
 
     params, runs = vllm_runs
     work, greedy = runs[0]
@@ -135,9 +135,9 @@ def test_vllm_sample_depends_on_prompt_and_seed_not_on_batch(vllm_runs):
 
 @_mark
 def test_vllm_greedy_equals_transformers_greedy(vllm_runs, trained_root):
-    from stages.common import model_dir
-    from stages.engines import Request, SamplingParams, TransformersEngine
-    from stages.modeling import load_policy
+    from restem.workspace import model_dir
+    from restem.sampling.engines import Request, SamplingParams, TransformersEngine
+    from restem.training.modeling import load_policy
 
     root, _ = trained_root
     _, runs = vllm_runs

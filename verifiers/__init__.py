@@ -4,6 +4,6 @@
 samples and turns any exception into the verdict `error` (never a silent `incorrect`).
 """
 
-from verifiers.base import Verdict, Verifier, get_verifier, score_all, verifier_names
+from restem.verifiers.base import Verdict, Verifier, get_verifier, score_all, verifier_names
 
 __all__ = ["Verdict", "Verifier", "get_verifier", "score_all", "verifier_names"]

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Optional, Protocol
 
-from schemas.errors import RestemError
+from restem.schemas.errors import RestemError
 
 
 @dataclass(frozen=True)
@@ -93,14 +93,14 @@ class VerifierEntry:
 # `restem verify` all read it. Modules are imported only when their verifier is used, so scoring the
 # arithmetic task does not load math-verify or the sandbox.
 _VERIFIERS: dict[str, VerifierEntry] = {
-    "arithmetic": VerifierEntry("verifiers.arithmetic", "AdditionVerifier", IN_PROCESS, frozenset({CONSISTENCY, STEPS})),
-    "reversed_addition": VerifierEntry("verifiers.reversed_addition", "ReversedAdditionVerifier", IN_PROCESS,
+    "arithmetic": VerifierEntry("restem.verifiers.arithmetic", "AdditionVerifier", IN_PROCESS, frozenset({CONSISTENCY, STEPS})),
+    "reversed_addition": VerifierEntry("restem.verifiers.reversed_addition", "ReversedAdditionVerifier", IN_PROCESS,
                                        frozenset({CONSISTENCY, STEPS})),
-    "exact": VerifierEntry("verifiers.exact", "ExactAnswerVerifier", IN_PROCESS),
-    "math": VerifierEntry("verifiers.math_answer", "MathVerifier", POOL, frozenset({STEPS})),
-    "gsm8k": VerifierEntry("verifiers.math_answer", "GSM8KVerifier", POOL, frozenset({STEPS})),
-    "humaneval": VerifierEntry("verifiers.code_exec", "HumanEvalVerifier", SANDBOX),
-    "apps": VerifierEntry("verifiers.code_exec", "AppsVerifier", SANDBOX),
+    "exact": VerifierEntry("restem.verifiers.exact", "ExactAnswerVerifier", IN_PROCESS),
+    "math": VerifierEntry("restem.verifiers.math_answer", "MathVerifier", POOL, frozenset({STEPS})),
+    "gsm8k": VerifierEntry("restem.verifiers.math_answer", "GSM8KVerifier", POOL, frozenset({STEPS})),
+    "humaneval": VerifierEntry("restem.verifiers.code_exec", "HumanEvalVerifier", SANDBOX),
+    "apps": VerifierEntry("restem.verifiers.code_exec", "AppsVerifier", SANDBOX),
 }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Mapping, Optional, Sequence
 
-from verifiers.base import IN_PROCESS, SANDBOX, Verdict, get_verifier, get_verifier_entry, score_all
+from restem.verifiers.base import IN_PROCESS, SANDBOX, Verdict, get_verifier, get_verifier_entry, score_all
 
 
 def grade_batch(verifier: str, pairs: Sequence[tuple[str, Mapping[str, Any]]], workers: int = 0,
@@ -18,7 +18,7 @@ def grade_batch(verifier: str, pairs: Sequence[tuple[str, Mapping[str, Any]]], w
     same in this process and in every pool worker. A timeout or crash of a math grader is the verdict
     `error`, never `incorrect`.
     """
-    from verifiers.pool import default_workers
+    from restem.verifiers.pool import default_workers
 
     options = dict(options or {})
     entry = get_verifier_entry(verifier)
@@ -26,12 +26,12 @@ def grade_batch(verifier: str, pairs: Sequence[tuple[str, Mapping[str, Any]]], w
     if entry.runs == IN_PROCESS:
         return score_all(get_verifier(verifier, **options), pairs), {"timeouts": 0, "crashes": 0, "restarts": 0}
     if entry.runs == SANDBOX:
-        from verifiers.code_exec import Limits
+        from restem.verifiers.code_exec import Limits
 
         verdicts = entry.load()(Limits(timeout_s=timeout_s)).score_batch(list(pairs), workers=workers)
         timeouts = sum(v.details.get("outcome") == "timeout" for v in verdicts)
         return verdicts, {"timeouts": timeouts, "crashes": 0, "restarts": 0}
-    from verifiers.pool import score_pooled
+    from restem.verifiers.pool import score_pooled
 
     # a partial of the module-level get_verifier pickles, so each worker builds the verifier with `options`
     spec = partial(get_verifier, verifier, **options) if options else verifier

@@ -1,6 +1,6 @@
 """The HumanEval and APPS verifiers: run a completion with its tests in a sandbox, turn the run into a verdict.
 
-The programs run in `verifiers.sandbox` (see its header for what is and is not protected, and
+The programs run in `restem.verifiers.sandbox` (see its header for what is and is not protected, and
 `verifiers/isolation.py` for the isolation layers).
 """
 
@@ -10,8 +10,8 @@ import json
 import re
 from typing import Any, Mapping, Optional, Sequence
 
-from verifiers.base import Verdict
-from verifiers.sandbox import Limits, Sandbox, SandboxPool, shared_pool
+from restem.verifiers.base import Verdict
+from restem.verifiers.sandbox import Limits, Sandbox, SandboxPool, shared_pool
 
 __all__ = ["AppsVerifier", "HumanEvalVerifier", "Limits", "Sandbox", "SandboxPool", "grade_apps", "grade_humaneval",
            "humaneval_program", "same_output", "same_value"]

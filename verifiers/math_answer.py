@@ -1,6 +1,6 @@
 """Equivalence of math answers (GSM8K, MATH) and the `math` / `gsm8k` verifiers.
 
-Extraction is `verifiers.math_extract` (our markers, then math-verify's configs; `strict` or `lenient`).
+Extraction is `restem.verifiers.math_extract` (our markers, then math-verify's configs; `strict` or `lenient`).
 `clean_answer` removes what does not change a value: delimiters, currency, units, percent signs and
 words, thousands separators (`1,000`, `1 000`, `10,\\!000`, `14{,}916`; `32, 349` stays a list).
 
@@ -23,7 +23,7 @@ each for a case where math-verify is known to be wrong or too lenient:
 Plain-text math (`pi/2`, `sqrt(2)`, `-1+exp(16)`) is read with sympy from a whitelisted alphabet;
 a decimal comma is read as such only where the other side is one number (`1,22` against `1.22`).
 math-verify's own signal-based timeouts are switched off (`parsing_timeout=None`, `timeout_seconds=None`):
-they fail outside the main thread. Hard timeouts are the pool's job (`verifiers.pool`).
+they fail outside the main thread. Hard timeouts are the pool's job (`restem.verifiers.pool`).
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from functools import lru_cache
 from importlib.metadata import version as _dist_version
 from typing import Any, Mapping, Optional
 
-from verifiers.base import Verdict
-from verifiers.math_extract import DEFAULT_EXTRACTION, check_mode, extract_answer, reference_answer
-from verifiers.math_text import (DECIMAL, DECIMAL_COMMA, IRRATIONAL, PLAIN_MATH, PLAIN_NAMES, PM, WORD_ANSWER,
+from restem.verifiers.base import Verdict
+from restem.verifiers.math_extract import DEFAULT_EXTRACTION, check_mode, extract_answer, reference_answer
+from restem.verifiers.math_text import (DECIMAL, DECIMAL_COMMA, IRRATIONAL, PLAIN_MATH, PLAIN_NAMES, PM, WORD_ANSWER,
                                  clean_answer, exact_number, one_value, structure)
 
 # math-verify logs a warning when its timeout is off; we disable it on purpose (see header).
@@ -211,7 +211,7 @@ def answers_equivalent(gold: str, pred: str) -> tuple[Optional[bool], str]:
 
 def grade(completion: str, reference: str, extraction: str = DEFAULT_EXTRACTION) -> Verdict:
     """The verdict for one completion against a reference answer (or full reference solution).
-    `extraction`: strict (a committed final answer is required) or lenient (see `verifiers.math_extract`);
+    `extraction`: strict (a committed final answer is required) or lenient (see `restem.verifiers.math_extract`);
     it is recorded in `details` with how the answer was found and compared."""
     gold = reference_answer(str(reference))
     raw, how = extract_answer(completion, extraction)
@@ -236,7 +236,7 @@ def with_step_check(verdict: Verdict, completion: str) -> Verdict:
     so "right answer, wrong reasoning" is a column for math as for the arithmetic task."""
     import dataclasses
 
-    from verifiers.steps import steps_valid
+    from restem.verifiers.steps import steps_valid
 
     return dataclasses.replace(verdict, steps_valid=steps_valid(completion))
 

@@ -19,7 +19,7 @@
    `strict` stops at 3: a committed final answer is required (good for training data).
 
 Whether the found text is one value (not `20=5`) is decided against the reference in
-`verifiers.math_answer`, which owns equivalence.
+`restem.verifiers.math_answer`, which owns equivalence.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Normalisation of math answer texts: what `verifiers.math_answer` compares, and whether it is one answer.
+"""Normalisation of math answer texts: what `restem.verifiers.math_answer` compares, and whether it is one answer.
 
 `clean_answer` removes what does not change a value: delimiters, currency, units, percent signs and
 words, thousands separators (`1,000`, `1 000`, `10,\\!000`, `14{,}916`; `32, 349` stays a list).
 `one_value` decides whether a final answer states one value (see its docstring); `exact_number` and
-`structure` give the exact readings the guards of `verifiers.math_answer` use.
+`structure` give the exact readings the guards of `restem.verifiers.math_answer` use.
 """
 
 from __future__ import annotations

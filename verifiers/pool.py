@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
-from verifiers.base import Verdict, Verifier, error_verdict, get_verifier
+from restem.verifiers.base import Verdict, Verifier, error_verdict, get_verifier
 
 Item = tuple[str, Mapping[str, Any]]
 # A registered verifier name, or a picklable zero-argument factory (a class defined at module level).
 VerifierSpec = Union[str, Callable[[], Verifier]]
 DEFAULT_MEMORY_BYTES = 4 << 30
 # Modules the fork server imports once so that every new worker starts with them loaded.
-_PRELOAD = ["verifiers.base", "verifiers.math_answer", "math_verify", "sympy"]
+_PRELOAD = ["restem.verifiers.base", "restem.verifiers.math_answer", "math_verify", "sympy"]
 
 
 def _context() -> mp.context.BaseContext:

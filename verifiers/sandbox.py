@@ -58,8 +58,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Optional, Sequence
 
-from verifiers.base import Verdict
-from verifiers.isolation import (PRELOAD_MORE, SANDBOX_TMP, bwrap_prefix, isolation_mode, python_hidden_from_others,
+from restem.verifiers.base import Verdict
+from restem.verifiers.isolation import (PRELOAD_MORE, SANDBOX_TMP, bwrap_prefix, isolation_mode, python_hidden_from_others,
                                  sandbox_env, unshare_prefix)
 
 NOBODY = 65534

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import is_slice, real_data
-from verifiers.code_exec import AppsVerifier, HumanEvalVerifier, Limits, Sandbox, SandboxPool
-from verifiers.isolation import isolation_mode
+from restem.verifiers.code_exec import AppsVerifier, HumanEvalVerifier, Limits, Sandbox, SandboxPool
+from restem.verifiers.isolation import isolation_mode
 
 HUMANEVAL = real_data("humaneval/HumanEval.jsonl.gz")
 FAST = Limits(timeout_s=2.0)

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.conftest import is_slice, real_data
-from verifiers.math_answer import GSM8KVerifier
+from restem.verifiers.math_answer import GSM8KVerifier
 
 DATA = real_data("gsm8k/example_model_solutions.jsonl")
 KEYS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")

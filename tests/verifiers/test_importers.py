@@ -9,12 +9,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from schemas.errors import RestemError
-from schemas.io import read_rows
-from schemas.tables import Problem, Sample
-from stages.importers import import_problems, import_samples, problem_rows, sample_rows
+from restem.schemas.errors import RestemError
+from restem.schemas.io import read_rows
+from restem.schemas.tables import Problem, Sample
+from restem.publish.importers import import_problems, import_samples, problem_rows, sample_rows
 from tests.conftest import is_slice, real_data
-from verifiers.math_answer import GSM8KVerifier
+from restem.verifiers.math_answer import GSM8KVerifier
 
 GSM8K_TEST, GSM8K_SOLUTIONS = real_data("gsm8k/test.jsonl"), real_data("gsm8k/example_model_solutions.jsonl")
 HUMANEVAL = real_data("humaneval/HumanEval.jsonl.gz")
@@ -120,7 +120,7 @@ def test_commands_mount_on_a_typer_app(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from stages.importers import import_problems_command, import_samples_command
+    from restem.publish.importers import import_problems_command, import_samples_command
 
     app = typer.Typer()
     app.command("problems")(import_problems_command)

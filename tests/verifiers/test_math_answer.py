@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from verifiers.base import get_verifier
-from verifiers.math_answer import MathVerifier, answers_equivalent, clean_answer, exact_number
-from verifiers.math_extract import extract_answer, last_boxed
+from restem.verifiers.base import get_verifier
+from restem.verifiers.math_answer import MathVerifier, answers_equivalent, clean_answer, exact_number
+from restem.verifiers.math_extract import extract_answer, last_boxed
 
 GOLDEN = Path(__file__).with_name("golden_math.csv")
 

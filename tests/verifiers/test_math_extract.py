@@ -8,9 +8,9 @@ import random
 
 import pytest
 
-from verifiers.math_answer import GSM8KVerifier, MathVerifier, grade
-from verifiers.math_extract import DEFAULT_EXTRACTION, check_mode, extract_answer, reference_answer, verifier_options
-from verifiers.math_text import one_value
+from restem.verifiers.math_answer import GSM8KVerifier, MathVerifier, grade
+from restem.verifiers.math_extract import DEFAULT_EXTRACTION, check_mode, extract_answer, reference_answer, verifier_options
+from restem.verifiers.math_text import one_value
 
 PROSE = "Therefore, the probability that Alice wins the game is 2/3."
 
@@ -110,7 +110,7 @@ def test_adversarial_strings_never_pass():
 
 
 def test_mode_reaches_pool_workers_and_in_process():
-    from verifiers.batch import grade_batch
+    from restem.verifiers.batch import grade_batch
 
     pairs = [(PROSE, {"reference": "2/3"}), ("#### 20=5", {"reference": "5"})]
     for mode, first in (("strict", "incorrect"), ("lenient", "correct")):
@@ -122,7 +122,7 @@ def test_mode_reaches_pool_workers_and_in_process():
 
 
 def test_score_rows_record_the_mode_and_arithmetic_rows_do_not():
-    from stages.score import score_samples
+    from restem.stages.score import score_samples
 
     problems = {"p": {"problem_id": "p", "reference": "2/3", "prompt": "", "meta": {}}}
     samples = [{"sample_id": "s", "problem_id": "p", "iteration": 1, "completion": PROSE}]
@@ -137,7 +137,7 @@ def test_score_rows_record_the_mode_and_arithmetic_rows_do_not():
 
 
 def test_params_default_is_the_verifiers_default(tiny_raw):
-    from schemas.params import Params, ScoreParams
+    from restem.schemas.params import Params, ScoreParams
 
     assert ScoreParams.model_fields["extraction"].default == DEFAULT_EXTRACTION
     raw = json.loads(json.dumps(tiny_raw))

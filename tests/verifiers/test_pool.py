@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import time
 
-from verifiers.base import Verdict
-from verifiers.math_answer import GSM8KVerifier
-from verifiers.pool import score_pooled
+from restem.verifiers.base import Verdict
+from restem.verifiers.math_answer import GSM8KVerifier
+from restem.verifiers.pool import score_pooled
 
 
 class SleepyVerifier:

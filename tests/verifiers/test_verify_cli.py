@@ -11,8 +11,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from schemas.errors import RestemError
-from stages.verify import run, verify_command
+from restem.schemas.errors import RestemError
+from restem.cli.verify import run, verify_command
 
 
 def _write_jsonl(path: Path, rows: list) -> Path:

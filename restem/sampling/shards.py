@@ -13,7 +13,7 @@ The shards can be started by hand or by a job scheduler (one job per `--shard i/
 array), or by the driver here (`--shards N`): N local processes, or N Ray tasks (`--ray`; Ray on
 this machine, or the cluster at `--address` / `RAY_ADDRESS`), one per shard, each reserving
 `--cpus-per-shard` CPUs and `--gpus-per-shard` GPUs (Ray pins them via CUDA_VISIBLE_DEVICES). Each
-task runs `python -m stages.<stage> ... --shard i/n` in the same folder, so on a cluster every node
+task runs `python -m restem.stages.<stage> ... --shard i/n` in the same folder, so on a cluster every node
 needs the repository, its environment and the data at the same path (a shared filesystem).
 """
 
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from schemas.errors import RestemError
-from stages.common import log
+from restem.schemas.errors import RestemError
+from restem.workspace import log
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,8 @@ def owned(total: int, shard: Shard | None) -> range:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The sharding options of `python -m stages.grow` and `python -m stages.evaluate`."""
-    group = parser.add_argument_group("sharding (see stages/shard.py)")
+    """The sharding options of `python -m restem.stages.grow` and `python -m restem.stages.evaluate`."""
+    group = parser.add_argument_group("sharding (see restem/sampling/shards.py)")
     group.add_argument("--shard", type=parse_shard, metavar="I/N",
                        help="compute only shard I of N (I from 0) and leave its results for the merge")
     group.add_argument("--merge", action="store_true",
@@ -87,8 +87,8 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def shard_commands(stage: str, stage_args: Sequence[str], params: Path | str, count: int) -> list[list[str]]:
-    """The command line of each shard of `python -m stages.<stage>`."""
-    return [[sys.executable, "-m", f"stages.{stage}", *stage_args, "--params", str(params), "--shard", f"{i}/{count}"]
+    """The command line of each shard of `python -m restem.stages.<stage>`."""
+    return [[sys.executable, "-m", f"restem.stages.{stage}", *stage_args, "--params", str(params), "--shard", f"{i}/{count}"]
             for i in range(count)]
 
 

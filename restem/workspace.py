@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from schemas.errors import RestemError
+from restem.schemas.errors import RestemError
 
 DATA = Path("data")
 MODELS = Path("models")
@@ -53,7 +53,7 @@ def user_input(value: str, stage: str, field: str, root: Path = Path(".")) -> Pa
 def model_ref(text: str) -> int | str:
     """A model of the loop on the command line: an iteration number or a step key such as '1b'
     (schemas/refs.py parses it), in the int-or-str form the stages take."""
-    from schemas.refs import Ref
+    from restem.schemas.refs import Ref
 
     try:
         return Ref.parse(text).legacy()
@@ -82,15 +82,15 @@ def stage_main(fn: Callable[..., object]) -> Callable[..., None]:
 
 def parse_args(name: str, doc: str | None, argv: list[str] | None, *numbers: str,
                sharding: bool = False) -> argparse.Namespace:
-    """The arguments of `python -m stages.<name>`: `--params` and the integer options in `numbers`
+    """The arguments of `python -m restem.stages.<name>`: `--params` and the integer options in `numbers`
     (e.g. `iteration`, `prev`, `init`: iteration numbers or step keys), all required; with `sharding`
-    also `--shard I/N`, `--merge` and the shard driver's options (stages/shard.py)."""
-    parser = argparse.ArgumentParser(prog=f"python -m stages.{name}", description=doc)
+    also `--shard I/N`, `--merge` and the shard driver's options (restem/sampling/shards.py)."""
+    parser = argparse.ArgumentParser(prog=f"python -m restem.stages.{name}", description=doc)
     for option in numbers:
         parser.add_argument(f"--{option}", type=model_ref, required=True)
     parser.add_argument("--params", default="params.yaml", help="params file")
     if sharding:
-        from stages.shard import add_arguments
+        from restem.sampling.shards import add_arguments
 
         add_arguments(parser)
     return parser.parse_args(argv)

@@ -34,10 +34,10 @@ import pyarrow as pa
 import typer
 import yaml
 
-from schemas.errors import RestemError
-from schemas.io import atomic_dir, write_table, write_text
-from schemas.refs import Ref
-from stages.sql import connect, discover, run_query
+from restem.schemas.errors import RestemError
+from restem.schemas.io import atomic_dir, write_table, write_text
+from restem.schemas.refs import Ref
+from restem.query.sql import connect, discover, run_query
 
 CONFIGS = ("prompt_completion", "messages")
 TRACE_COLUMNS = [

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from schemas.errors import RestemError
+from restem.schemas.errors import RestemError
 
 app = typer.Typer(help="restem: a self-training dataset factory (ReST / ReST-EM as DVC stages).",
                   no_args_is_help=True, add_completion=False)
@@ -24,11 +24,11 @@ def _fail(exc: RestemError) -> None:
 
 
 def _run_stage(name: str, params: Path, *args, **kwargs) -> None:
-    """Run `stages.<name>.run(params, *args, **kwargs)`; a user error prints its message and exits 2."""
+    """Run `restem.stages.<name>.run(params, *args, **kwargs)`; a user error prints its message and exits 2."""
     import importlib
 
     try:
-        importlib.import_module(f"stages.{name}").run(_params(params), *args, **kwargs)
+        importlib.import_module(f"restem.stages.{name}").run(_params(params), *args, **kwargs)
     except RestemError as exc:
         _fail(exc)
 
@@ -47,7 +47,7 @@ def _sharded(stage: str, stage_args: list[str], params: Path, shard: str | None,
     """Check the sharding options and run the shards if `--shards` asks; returns run()'s keyword arguments."""
     import argparse
 
-    from stages.shard import check_arguments, parse_shard, run_shards
+    from restem.sampling.shards import check_arguments, parse_shard, run_shards
 
     try:
         one = parse_shard(shard) if shard is not None else None
@@ -64,7 +64,7 @@ def _sharded(stage: str, stage_args: list[str], params: Path, shard: str | None,
 
 def _ref(text: str):
     """An iteration number or a step key ('1b') from the command line."""
-    from stages.common import model_ref
+    from restem.workspace import model_ref
 
     try:
         return model_ref(text)
@@ -73,7 +73,7 @@ def _ref(text: str):
 
 
 def _params(path: Path):
-    from schemas.params import load_params
+    from restem.schemas.params import load_params
 
     return load_params(path)
 
@@ -98,7 +98,7 @@ def grow(iteration: int = typer.Option(..., help="iteration number"),
          prev: str = typer.Option(..., help="model that samples: iteration number or step key ('1b')"),
          params: Path = PARAMS, shard: str = SHARD, merge: bool = MERGE, shards: int = SHARDS, ray: bool = RAY,
          address: str = ADDRESS, cpus_per_shard: float = CPUS, gpus_per_shard: float = GPUS) -> None:
-    """Sample K completions per training problem (data/iter<i>/samples.parquet); sharding: stages/shard.py."""
+    """Sample K completions per training problem (data/iter<i>/samples.parquet); sharding: restem/sampling/shards.py."""
     ref = _ref(prev)
     how = _sharded("grow", ["--iteration", str(iteration), "--prev", str(ref)], params, shard, merge, shards, ray,
                    address, cpus_per_shard, gpus_per_shard)
@@ -141,7 +141,7 @@ def voters(params: Path = PARAMS) -> None:
 @app.command()
 def evaluate(params: Path = PARAMS, shard: str = SHARD, merge: bool = MERGE, shards: int = SHARDS, ray: bool = RAY,
              address: str = ADDRESS, cpus_per_shard: float = CPUS, gpus_per_shard: float = GPUS) -> None:
-    """Evaluate every model of the loop (metrics/); sharding by model: stages/shard.py."""
+    """Evaluate every model of the loop (metrics/); sharding by model: restem/sampling/shards.py."""
     how = _sharded("evaluate", [], params, shard, merge, shards, ray, address, cpus_per_shard, gpus_per_shard)
     _run_stage("evaluate", params, **how)
 
@@ -198,8 +198,8 @@ def preset(
 ) -> None:
     """Write a named params preset (rest-em, rest, rft, raft, ...) to params.yaml: the default params with the
     preset's overlay (presets/NAME.yaml) merged in; then `dvc repro` or `dvc exp run` runs it."""
-    from schemas.io import write_text
-    from schemas.presets import description, load_preset, preset_names, render
+    from restem.schemas.io import write_text
+    from restem.schemas.presets import description, load_preset, preset_names, render
 
     try:
         if list_ or not name:
@@ -249,7 +249,7 @@ def metrics(params: Path = PARAMS) -> None:
     from rich.table import Table
 
     folder = Path("metrics/iterations")
-    from schemas.params import ref_order
+    from restem.schemas.params import ref_order
 
     files = sorted(folder.glob("iter*.json"), key=lambda p: ref_order(p.stem[4:])) if folder.exists() else []
     if not files:
@@ -267,8 +267,8 @@ def metrics(params: Path = PARAMS) -> None:
 
 def _mount_tools() -> None:
     """`restem verify` and `restem import problems|samples`: tools that work outside the pipeline."""
-    from stages.importers import import_problems_command, import_samples_command
-    from stages.verify import verify_command
+    from restem.publish.importers import import_problems_command, import_samples_command
+    from restem.cli.verify import verify_command
 
     app.command("verify")(verify_command)
     tools = typer.Typer(help="Import problems or external completions into restem's tables.", no_args_is_help=True)
@@ -276,13 +276,13 @@ def _mount_tools() -> None:
     tools.command("samples")(import_samples_command)
     app.add_typer(tools, name="import")
 
-    from stages.audits import audit_command
-    from stages.sql import sql_command
+    from restem.query.audits import audit_command
+    from restem.query.sql import sql_command
 
     app.command("sql")(sql_command)
     app.command("audit")(audit_command)
 
-    from stages.export import export_command
+    from restem.publish.export import export_command
 
     app.command("export")(export_command)
 

@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from schemas.errors import RestemError
-from schemas.hashing import folder_hash
-from schemas.io import write_json
-from schemas.tables import ModelMeta
+from restem.schemas.errors import RestemError
+from restem.schemas.hashing import folder_hash
+from restem.schemas.io import write_json
+from restem.schemas.tables import ModelMeta
 
 if TYPE_CHECKING:  # heavy imports stay inside functions
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -170,7 +170,7 @@ def save_policy(
     model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", folder: Path, meta: dict
 ) -> ModelMeta:
     """Save a checkpoint folder (safetensors + tokenizer + config) atomically, with restem.json."""
-    from schemas.io import atomic_dir
+    from restem.schemas.io import atomic_dir
 
     with atomic_dir(Path(folder)) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)

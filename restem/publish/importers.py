@@ -3,7 +3,7 @@
 Problems: GSM8K (question, answer ending `#### 18`), MATH (problem, solution with `\\boxed{}`, level,
 type), HumanEval (task_id, prompt, canonical_solution, test, entry_point) and APPS (question,
 solutions, input_output, difficulty, starter_code), from JSONL, JSONL.gz or Parquet, become
-`schemas.tables.Problem` rows, by default in `inputs/problems/` (the folder stage `problems` depends on, so
+`restem.schemas.tables.Problem` rows, by default in `inputs/problems/` (the folder stage `problems` depends on, so
 DVC sees a re-import). Another layout works through a field mapping (our name -> the file's
 name, e.g. `{"question": "input"}`). An optional prompt template (a format string with `{prompt}`)
 wraps every prompt, e.g. for chat models; the problem id hashes the final prompt and reference.
@@ -23,12 +23,12 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import typer
 
-from schemas.errors import RestemError
-from schemas.hashing import canonical_json, content_hash
-from schemas.io import read_records, write_rows
-from schemas.tables import Problem, Sample
-from stages.common import INPUTS
-from verifiers.math_extract import last_boxed, reference_answer
+from restem.schemas.errors import RestemError
+from restem.schemas.hashing import canonical_json, content_hash
+from restem.schemas.io import read_records, write_rows
+from restem.schemas.tables import Problem, Sample
+from restem.workspace import INPUTS
+from restem.verifiers.math_extract import last_boxed, reference_answer
 
 FORMATS = ("gsm8k", "math", "humaneval", "apps")
 APPS_DIFFICULTY = {"introductory": 1, "interview": 2, "competition": 3}

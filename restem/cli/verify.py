@@ -9,8 +9,8 @@ Output: Parquet with id, verifier, verdict, correct, reward, extracted, steps_va
 text), sorted by id, written atomically, identical bytes for identical input. A malformed input is a
 `RestemError` naming the file, the line (row) and the fix, and no output is written.
 
-Answer verifiers run in `verifiers.pool` (hard per-sample timeout, `error` on timeout or crash); code
-verifiers run in `verifiers.code_exec` sandboxes (per-program time limit = `timeout_s`).
+Answer verifiers run in `restem.verifiers.pool` (hard per-sample timeout, `error` on timeout or crash); code
+verifiers run in `restem.verifiers.code_exec` sandboxes (per-program time limit = `timeout_s`).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from pathlib import Path
 import pyarrow as pa
 import typer
 
-from schemas.errors import RestemError
-from schemas.io import read_records as io_read_records, record_unit, write_table
-from stages.common import log
-from verifiers.base import Verdict, get_verifier, unknown_verifier, verifier_names
-from verifiers.batch import grade_batch
-from verifiers.math_extract import DEFAULT_EXTRACTION, EXTRACTING_VERIFIERS, EXTRACTION_MODES, verifier_options
+from restem.schemas.errors import RestemError
+from restem.schemas.io import read_records as io_read_records, record_unit, write_table
+from restem.workspace import log
+from restem.verifiers.base import Verdict, get_verifier, unknown_verifier, verifier_names
+from restem.verifiers.batch import grade_batch
+from restem.verifiers.math_extract import DEFAULT_EXTRACTION, EXTRACTING_VERIFIERS, EXTRACTION_MODES, verifier_options
 
 REQUIRED = {
     "humaneval": ("id", "prompt", "completion", "test", "entry_point"),
@@ -151,7 +151,7 @@ def run(verifier: str, input_path: Path, output_path: Path, workers: int = 0, ti
     options = _options(verifier, extraction)
     started = time.monotonic()
     items = load_items(Path(input_path), verifier)
-    from verifiers.pool import default_workers
+    from restem.verifiers.pool import default_workers
 
     workers = workers if workers > 0 else default_workers()
     instance = get_verifier(verifier, **options)

@@ -3,7 +3,7 @@
 Audits (`--show-sql` prints the query so it can be read and adapted with `restem sql`):
 - wrong-reasoning: right answers whose checkable steps are false (`scores.steps_valid`; where a
   verifier left it NULL, e.g. GSM8K answer grading, `text_steps_valid(completion)` rechecks the text
-  with `verifiers.steps`), per iteration and among kept samples; `--list` shows the samples.
+  with `restem.verifiers.steps`), per iteration and among kept samples; `--list` shows the samples.
 - coverage: pass@1 (mean share correct) against pass@K (any of the K correct) per iteration, and
   problems never solved or solved exactly once; `--list` shows those problems.
 - diversity: distinct completions and distinct reasoning paths (`reasoning_path`) per problem.
@@ -28,10 +28,10 @@ from typing import Optional
 import pyarrow as pa
 import typer
 
-from schemas.errors import RestemError
-from schemas.io import write_text
-from schemas.refs import ref_order
-from stages.sql import FORMATS, connect, open_workspace, render, run_query
+from restem.schemas.errors import RestemError
+from restem.schemas.io import write_text
+from restem.schemas.refs import ref_order
+from restem.query.sql import FORMATS, connect, open_workspace, render, run_query
 
 # Rows written by a reward model are not verdicts; every audit of verdicts leaves them out.
 _VERDICTS = "NOT is_reward_model(verifier) AND verdict IS NOT NULL"
@@ -302,7 +302,7 @@ def audit_sql(name: str, listing: bool = False) -> str:
 
 
 def run_audit(con, name: str, listing: bool = False) -> AuditResult:
-    """Run an audit on a connection made by `stages.sql.connect`."""
+    """Run an audit on a connection made by `restem.query.sql.connect`."""
     audit = get_audit(name)
     if audit.requires and run_query(con, audit.requires).column(0)[0].as_py() == 0:
         return AuditResult(pa.table({}), audit.missing)

@@ -29,9 +29,9 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from schemas.errors import RestemError
-from stages.engines import Completion, Request, SamplingParams
-from stages.modeling import resolve_checkpoint
+from restem.schemas.errors import RestemError
+from restem.sampling.engines import Completion, Request, SamplingParams
+from restem.training.modeling import resolve_checkpoint
 
 GIB = 1 << 30
 

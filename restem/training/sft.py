@@ -17,10 +17,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Sequence
 
-from schemas.errors import RestemError
+from restem.schemas.errors import RestemError
 
 if TYPE_CHECKING:
-    from schemas.params import TrainParams
+    from restem.schemas.params import TrainParams
 
 
 def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_len: int) -> list[tuple[list[int], int]]:
@@ -110,7 +110,7 @@ def _cpu_only() -> bool:
 def _mixed_precision(precision: str) -> str:
     """bf16 autocast where the engine would run in bfloat16 on a CUDA GPU (`device_and_dtype`: precision auto
     or bfloat16 there); full float32 otherwise."""
-    from stages.engines import device_and_dtype
+    from restem.sampling.engines import device_and_dtype
 
     return "bf16" if device_and_dtype(precision) == ("cuda", "bfloat16") else "no"
 

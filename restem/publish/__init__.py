@@ -1,0 +1,1 @@
+"""Publishing: importing users' problem and sample files, exporting kept data and models."""

@@ -1,0 +1,1 @@
+"""Sampling: the engines (transformers, vLLM) behind one interface, and sharded stage runs."""

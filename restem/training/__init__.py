@@ -1,0 +1,1 @@
+"""Models and training: building and loading policies, and the one training loop."""
