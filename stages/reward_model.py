@@ -28,7 +28,7 @@ from restem.schemas.tables import ModelMeta, Problem, Sample, Score
 from restem.workspace import DATA, METRICS, MODELS, log, model_dir, parse_args, problems_dir, stage_main, user_input
 from restem.sampling.engines import SamplingParams, set_threads
 from restem.training.modeling import META_FILE, model_hash, resolve_checkpoint
-from restem.stages.stats import auc
+from restem.stats import auc
 
 if TYPE_CHECKING:
     import torch

@@ -14,7 +14,7 @@ from restem.schemas.io import read_rows, write_rows
 from restem.schemas.tables import Score
 from restem.query.audits import AUDITS, audit_command, audit_sql, run_audit, write_plot_data
 from restem.query.sql import connect, run_query
-from restem.stages.stats import auc
+from restem.stats import auc
 from tests.test_sql import make_workspace
 
 

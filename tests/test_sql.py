@@ -20,7 +20,7 @@ from restem.schemas.errors import RestemError
 from restem.schemas.io import write_json, write_rows
 from restem.schemas.tables import Kept, Problem, Rejected, Sample, Score
 from restem.query.sql import connect, run_query, sql_command
-from restem.stages.views import VIEWS
+from restem.query.views import VIEWS
 
 GOOD_GSM = "He buys 2 * 3 = <<2*3=6>>6 pens.\nA: 6"
 BAD_GSM = "He buys 2 * 3 = <<2*3=7>>7 pens, gives 1 away: 7 - 1 = 6.\nA: 6"

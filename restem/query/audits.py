@@ -223,7 +223,7 @@ best AS (  -- best-of-n: is the sample the reward model ranks first for its prob
            count(*) FILTER (WHERE correct) AS pos,
            avg(rm_score) FILTER (WHERE correct) AS mean_score_correct,
            avg(rm_score) FILTER (WHERE NOT correct) AS mean_score_incorrect,
-           -- auc(): Python (stages/stats.py), the function behind metrics/reward.json's holdout_auc; both lists
+           -- auc(): Python (restem/stats.py), the function behind metrics/reward.json's holdout_auc; both lists
            -- sorted alike so that each score stays beside its verdict
            auc(list(rm_score ORDER BY rm_score, correct), list(correct ORDER BY rm_score, correct)) AS auc,
            avg(correct::INT) AS pass_at_1

@@ -1,13 +1,13 @@
 """`restem sql "QUERY"`: DuckDB over every table of every iteration of a workspace.
 
-Views (documented in `stages/views.py`, printed by `restem sql --schema`):
+Views (documented in `restem/query/views.py`, printed by `restem sql --schema`):
   problems, samples (grow, eval and the agreement filter's voters), scores (with `purpose`), kept,
   rejected, models (the
   `restem.json` files), metrics (the per-iteration JSON, one row per number), and `graded`
   (samples joined with their scores, whether kept and why dropped).
 Functions: `reasoning_path(completion)` (Python: `restem.verifiers.paths`, the filter's rule: the sequence of
 equations of a solution), `is_reward_model(verifier)` (SQL macro), `text_steps_valid(completion)`
-(Python: `restem.verifiers.steps`), `auc(scores, labels)` (Python: `restem.stages.stats`, the reward model's AUC).
+(Python: `restem.verifiers.steps`), `auc(scores, labels)` (Python: `restem.stats`, the reward model's AUC).
 
 Parquet files are read in place (nothing is loaded until a query needs it), so queries over
 millions of rows stream. `--rev REV` reads a git revision or DVC experiment instead of the working
@@ -34,7 +34,7 @@ from restem.schemas.errors import RestemError
 from restem.schemas.io import arrow_schema
 from restem.schemas.refs import PATTERN as REF, Ref
 from restem.schemas.tables import Kept, Problem, Rejected, Sample, Score
-from restem.stages.views import GRADED_SCORE_COLUMNS, METRICS_SCHEMA, MODELS_SCHEMA, schema_doc
+from restem.query.views import GRADED_SCORE_COLUMNS, METRICS_SCHEMA, MODELS_SCHEMA, schema_doc
 
 FORMATS = ("table", "csv", "json")
 
@@ -216,7 +216,7 @@ def _text_step_errors(completions: pa.Array) -> pa.Array:
 
 
 def create_views(con, ws: Workspace) -> None:
-    """Create every view of `restem.stages.views.VIEWS` in the DuckDB connection `con`."""
+    """Create every view of `restem.query.views.VIEWS` in the DuckDB connection `con`."""
     f = ws.files
     score_cols = ", ".join(f'"{n}"' for n in arrow_schema(Score).names)
     con.execute(f"CREATE OR REPLACE VIEW problems AS "
@@ -260,7 +260,7 @@ def create_views(con, ws: Workspace) -> None:
             con.create_function(name, fn, [str], result, type="arrow", null_handling="special", side_effects=False)
         except Exception:  # noqa: BLE001 - a rerun on the same connection: the function is already there
             pass
-    from restem.stages.stats import auc_of_lists  # the same function as metrics/reward.json's holdout_auc
+    from restem.stats import auc_of_lists  # the same function as metrics/reward.json's holdout_auc
 
     try:
         con.create_function("auc", auc_of_lists, ["DOUBLE[]", "BOOLEAN[]"], "DOUBLE", null_handling="special",

@@ -141,7 +141,7 @@ functions
   text_steps_valid(completion) recheck a solution's arithmetic (verifiers/steps.py; slow: Python per row)
   text_step_errors(completion) the wrong steps it finds, as text (NULL when none)
   auc(scores, labels)         area under the ROC curve of DOUBLE[] scores against BOOLEAN[] labels, ties
-                              counting half (stages/stats.py, as metrics/reward.json); build both lists with
+                              counting half (restem/stats.py, as metrics/reward.json); build both lists with
                               the same ORDER BY: auc(list(s ORDER BY s, y), list(y ORDER BY s, y))
 joins: samples.sample_id = scores.sample_id = kept.sample_id = rejected.sample_id;
        problem_id to problems; ref to models.ref and metrics.ref (kept.ref: the model trained on it)
