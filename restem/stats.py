@@ -1,11 +1,14 @@
-"""Statistics computed in more than one place, kept here once: `auc` serves the reward model's held-out
-figure (`metrics/reward.json`) and, registered as a DuckDB function by `restem.query.sql`, the `reward-model`
-audit and any `restem sql` query.
+"""Statistics, each kept once: `auc` serves the reward model's held-out figure (`metrics/reward.json`) and,
+registered as a DuckDB function by `restem.query.sql`, the `reward-model` audit and any `restem sql` query;
+`pass_at_k` (the unbiased estimator, Chen et al. 2021), `majority_correct` (maj@k) and `summarise` make
+Evaluate's metrics.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import math
+from collections import Counter
+from typing import Iterable, Optional, Sequence
 
 
 def auc(scores: Sequence[float], labels: Sequence[int | bool]) -> Optional[float]:
@@ -41,3 +44,45 @@ def auc_of_lists(scores: Optional[list], labels: Optional[list]) -> Optional[flo
                          "aggregate with the same ORDER BY")
     kept = [(s, bool(y)) for s, y in zip(scores, labels) if s is not None and y is not None]
     return auc([s for s, _ in kept], [y for _, y in kept])
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k)."""
+    if k > n:
+        raise ValueError(f"k={k} exceeds n={n}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def majority_correct(rows: Sequence[dict]) -> bool:
+    """maj@k: the most frequent extracted answer (ties: the earliest sample) is a correct one."""
+    answers = [r["extracted"] for r in rows if r["extracted"] is not None]
+    if not answers:
+        return False
+    counts = Counter(answers)
+    best = max(counts.values())
+    winner = next(a for a in answers if counts[a] == best)
+    return any(r["correct"] for r in rows if r["extracted"] == winner)
+
+
+def _mean(values: Iterable[float]) -> Optional[float]:
+    values = list(values)
+    return round(sum(values) / len(values), 6) if values else None
+
+
+def summarise(problems: Sequence[dict], greedy: dict[str, dict], sampled: dict[str, list[dict]], k: int) -> dict:
+    """Metrics over a group of problems, given greedy and sampled score rows by problem_id."""
+    ids = [p["problem_id"] for p in problems]
+    g_correct = [bool(greedy[i]["correct"]) for i in ids]
+    right = [greedy[i] for i in ids if greedy[i]["correct"] and greedy[i]["steps_valid"] is not None]
+    sampled_right = [r for i in ids for r in sampled[i] if r["correct"] and r["steps_valid"] is not None]
+    return {
+        "n": len(ids),
+        "pass@1": _mean(map(float, g_correct)),
+        "pass@1_sampled": _mean(pass_at_k(k, sum(bool(r["correct"]) for r in sampled[i]), 1) for i in ids),
+        f"pass@{k}": _mean(pass_at_k(k, sum(bool(r["correct"]) for r in sampled[i]), k) for i in ids),
+        f"maj@{k}": _mean(float(majority_correct(sampled[i])) for i in ids),
+        "wrong_steps_rate": _mean(float(r["steps_valid"] is False) for r in right),
+        "wrong_steps_rate_sampled": _mean(float(r["steps_valid"] is False) for r in sampled_right),
+    }

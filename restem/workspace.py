@@ -94,3 +94,19 @@ def parse_args(name: str, doc: str | None, argv: list[str] | None, *numbers: str
 
         add_arguments(parser)
     return parser.parse_args(argv)
+
+
+VOTERS = "voters"
+
+
+def voters_model_dir(root: Path = Path(".")) -> Path:
+    return root / MODELS / VOTERS
+
+
+def voters_data_dir(root: Path = Path(".")) -> Path:
+    return root / DATA / VOTERS
+
+
+def partial_dir(root: Path = Path(".")) -> Path:
+    """Where trained voters wait until every voter is done (DVC empties the stage's outputs on a rerun, not this)."""
+    return root / DATA / ".voters-partial"

@@ -335,7 +335,7 @@ class RewardModelParams(Section):
 
 class RuntimeParams(Section):
     """How the stages run. `precision` and `vllm_dtype` change results (samples, models): dvc.yaml tracks them for
-    every stage they act on, and Grow's resume key and Evaluate's memo key hold them (stages.grow.numerics). The
+    every stage they act on, and Grow's resume key and Evaluate's memo key hold them (restem/sampling/sampler.py: numerics). The
     others change speed, not results, and no stage tracks them."""
 
     batch_size: int = Field(default=256, ge=1, description="sequences per generate call")

@@ -14,13 +14,15 @@ import json
 from pathlib import Path
 
 from restem.schemas.errors import RestemError
-from restem.schemas.hashing import content_hash, folder_hash
-from restem.schemas.io import atomic_dir, read_rows, write_json, write_rows
+from restem.schemas.hashing import folder_hash
+from restem.schemas.io import atomic_dir, write_json, write_rows
 from restem.schemas.params import Params, load_params
-from restem.schemas.tables import Kept, ModelMeta, Problem
-from restem.workspace import iter_dir, log, model_dir, problems_dir, parse_args, stage_main, user_input
+from restem.schemas.tables import Kept, ModelMeta
+from restem.workspace import iter_dir, log, model_dir, parse_args, stage_main, user_input
 from restem.sampling.engines import set_threads
-from restem.training.modeling import META_FILE, build_char_tokenizer, build_model, save_policy
+from restem.training.data import demonstration_rows
+from restem.training.modeling import META_FILE
+from restem.training.tiny import train_tiny
 
 
 def link_checkpoint(checkpoint: str, out: Path) -> ModelMeta:
@@ -35,44 +37,7 @@ def link_checkpoint(checkpoint: str, out: Path) -> ModelMeta:
     return meta
 
 
-def tiny_recipe(params: Params, seed: int):
-    """The `base` section with its training seed replaced: what `train_tiny` trains with that seed."""
-    return params.base.model_copy(update={"train": params.base.train.model_copy(update={"seed": seed})})
-
-
-def train_tiny(params: Params, root: Path, out: Path, seed: int, iteration: int | str = 0,
-               label: str = "base") -> ModelMeta:
-    """Train the tiny Llama of `base.model` on the demonstrations with `base.train`, its seed replaced by
-    `seed` (initialisation and shuffling), and save it to `out` as a Hugging Face folder."""
-    demos = read_rows(problems_dir(root) / "demos.parquet", Problem)
-    if not demos:
-        raise RestemError(f"{problems_dir(root) / 'demos.parquet'}: no demonstrations to train the {label} model on")
-    pairs = [(d["prompt"], d["solution"]) for d in demos]
-    tokenizer = build_char_tokenizer()
-    unknown = sorted({ch for p, s in pairs for ch in p + s if tokenizer.convert_tokens_to_ids(ch) == tokenizer.unk_token_id})
-    if unknown:
-        raise RestemError(f"demonstrations use characters the built-in tokenizer lacks: {unknown}; "
-                          "point base.checkpoint at a model with its own tokenizer")
-    recipe = tiny_recipe(params, seed)
-    model = build_model(tokenizer, recipe.model, seed)
-    from restem.training.sft import train_sft
-
-    n_params = sum(p.numel() for p in model.parameters())
-    log(f"{label}: training a {n_params / 1e6:.2f}M-parameter Llama on {len(pairs)} demonstrations (seed {seed})")
-    train_log = train_sft(model, tokenizer, pairs, recipe.train, recipe.model.max_positions,
-                          precision=params.runtime.precision)
-    log(f"{label}: loss {train_log[0]['loss']:.3f} -> {train_log[-1]['loss']:.3f}")
-    return save_policy(model, tokenizer, out, {
-        "iteration": iteration,
-        "training_data": content_hash(sorted(d["problem_id"] for d in demos)),
-        "params": json.loads(recipe.model_dump_json()),
-        "train_log": train_log,
-    })
-
-
 def run(params: Params, root: Path = Path(".")) -> ModelMeta:
-    from restem.stages.improve import demonstration_rows
-
     out = model_dir(0, root)
     trained_on = iter_dir(0, root) / "train.parquet"
     if params.base.checkpoint:

@@ -20,67 +20,25 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Sequence
 
 from restem.schemas.errors import RestemError
 from restem.schemas.hashing import content_hash, file_hash
 from restem.schemas.io import read_rows, write_json, write_rows, write_text
 from restem.schemas.params import Params, load_params, ref_order
 from restem.schemas.tables import Problem, Sample, Score
-from restem.sampling import engines
-from restem.stages import grow, score
+from restem.sampling import engines, sampler
+from restem.stats import summarise
 from restem.training import modeling
+from restem.verifiers.batch import problem_view, score_samples
 from restem.workspace import DATA, METRICS, log, model_dir, problems_dir, parse_args, stage_main
 from restem.sampling.engines import SamplingParams, set_threads
 from restem.sampling.shards import Shard, check_arguments, owned, run_shards
 from restem.training.modeling import model_hash, read_meta
 
 FORMAT = 1  # bump when the metrics layout changes
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k)."""
-    if k > n:
-        raise ValueError(f"k={k} exceeds n={n}")
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
-
-
-def majority_correct(rows: Sequence[dict]) -> bool:
-    """maj@k: the most frequent extracted answer (ties: the earliest sample) is a correct one."""
-    answers = [r["extracted"] for r in rows if r["extracted"] is not None]
-    if not answers:
-        return False
-    counts = Counter(answers)
-    best = max(counts.values())
-    winner = next(a for a in answers if counts[a] == best)
-    return any(r["correct"] for r in rows if r["extracted"] == winner)
-
-
-def _mean(values: Iterable[float]) -> Optional[float]:
-    values = list(values)
-    return round(sum(values) / len(values), 6) if values else None
-
-
-def summarise(problems: Sequence[dict], greedy: dict[str, dict], sampled: dict[str, list[dict]], k: int) -> dict:
-    """Metrics over a group of problems, given greedy and sampled score rows by problem_id."""
-    ids = [p["problem_id"] for p in problems]
-    g_correct = [bool(greedy[i]["correct"]) for i in ids]
-    right = [greedy[i] for i in ids if greedy[i]["correct"] and greedy[i]["steps_valid"] is not None]
-    sampled_right = [r for i in ids for r in sampled[i] if r["correct"] and r["steps_valid"] is not None]
-    return {
-        "n": len(ids),
-        "pass@1": _mean(map(float, g_correct)),
-        "pass@1_sampled": _mean(pass_at_k(k, sum(bool(r["correct"]) for r in sampled[i]), 1) for i in ids),
-        f"pass@{k}": _mean(pass_at_k(k, sum(bool(r["correct"]) for r in sampled[i]), k) for i in ids),
-        f"maj@{k}": _mean(float(majority_correct(sampled[i])) for i in ids),
-        "wrong_steps_rate": _mean(float(r["steps_valid"] is False) for r in right),
-        "wrong_steps_rate_sampled": _mean(float(r["steps_valid"] is False) for r in sampled_right),
-    }
 
 
 def evaluate_model(params: Params, ref: str, problems: list[dict], root: Path) -> tuple[dict, list, list]:
@@ -90,14 +48,14 @@ def evaluate_model(params: Params, ref: str, problems: list[dict], root: Path) -
     folder = model_dir(ref, root)
     policy = model_hash(folder)
     iteration = ref_order(ref)[0]
-    engine = grow.make_engine(params.grow.engine, folder, params.runtime.batch_size, params.runtime)
-    greedy = grow.sample(engine, problems, 1, SamplingParams(0.0, e.max_new_tokens), e.seed, iteration, "eval",
+    engine = sampler.make_engine(params.grow.engine, folder, params.runtime.batch_size, params.runtime)
+    greedy = sampler.sample(engine, problems, 1, SamplingParams(0.0, e.max_new_tokens), e.seed, iteration, "eval",
                          policy, label=f"evaluate@{ref} greedy")
-    sampled = grow.sample(engine, problems, e.samples, SamplingParams(e.temperature, e.max_new_tokens, e.top_p),
+    sampled = sampler.sample(engine, problems, e.samples, SamplingParams(e.temperature, e.max_new_tokens, e.top_p),
                           e.seed, iteration, "eval", policy, label=f"evaluate@{ref} k={e.samples}")
     samples = [s.model_dump() for s in greedy + sampled]
-    scores = [s.model_dump() for s in score.score_samples(params.score.verifier, samples, {
-        p["problem_id"]: score.problem_view(p) for p in problems}, params.runtime.workers, params.score.timeout_s,
+    scores = [s.model_dump() for s in score_samples(params.score.verifier, samples, {
+        p["problem_id"]: problem_view(p) for p in problems}, params.runtime.workers, params.score.timeout_s,
         extraction=params.score.extraction)]
     by_sample = {s["sample_id"]: s for s in scores}
     g_rows = {s["problem_id"]: by_sample[s["sample_id"]] for s in samples if s["temperature"] == 0}
@@ -126,13 +84,13 @@ def eval_key(params: Params, iteration: str, root: Path) -> str:
     # The code that makes the metrics: sampling, scoring, every verifier, and this module.
     from restem import verifiers
 
-    code = [Path(m.__file__) for m in (engines, grow, score, modeling)] + [Path(__file__)]
+    code = [Path(m.__file__) for m in (engines, sampler, modeling)] + [Path(__file__)]
     if params.grow.engine == "vllm":  # only then, so keys of transformers runs stay as they were
         code.append(Path(engines.__file__).with_name("vllm_engine.py"))
     code += sorted(Path(verifiers.__file__).parent.glob("*.py"))
     # The engine's device and dtype (runtime.precision, runtime.vllm_dtype); the transformers engine in float32 on
     # the CPU adds nothing, so the keys of such runs stay as they were.
-    numerics = grow.numerics(params.grow.engine, params.runtime)
+    numerics = sampler.numerics(params.grow.engine, params.runtime)
     extra = [] if numerics == {"device": "cpu", "dtype": "float32"} else [numerics]
     return content_hash(
         FORMAT, model_hash(model_dir(iteration, root)), file_hash(problems_dir(root) / "test.parquet"),

@@ -1,8 +1,5 @@
 """Stage `grow`: K completions per training problem from the current policy,
-`data/iter<i>/samples.parquet`.
-
-Each (problem, sample index) gets its own seed derived from (grow.seed, iteration, problem_id,
-index), so a sample does not depend on batch order and reruns are byte-identical.
+`data/iter<i>/samples.parquet` (sampling itself: restem/sampling/sampler.py, per-sample seeds there).
 """
 
 from __future__ import annotations
@@ -15,64 +12,16 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from restem.schemas.hashing import content_hash, derive_seed
+from restem.schemas.hashing import content_hash
 from restem.schemas.io import read_rows, read_table, sort_table, to_table, write_rows, write_table
 from restem.schemas.errors import RestemError
 from restem.schemas.params import Params, PoolSlice, load_params
-from restem.schemas.params import RuntimeParams
 from restem.schemas.tables import Problem, Sample
 from restem.workspace import iter_dir, log, model_dir, problems_dir, parse_args, stage_main
-from restem.sampling.engines import Engine, Request, SamplingParams, TransformersEngine, device_and_dtype, set_threads
+from restem.sampling.engines import SamplingParams, set_threads
 from restem.sampling.shards import Shard, check_arguments, owned, run_shards
-from restem.training.modeling import load_policy, model_hash
-
-
-def make_engine(name: str, policy: Path, batch_size: int, runtime: RuntimeParams | None = None) -> Engine:
-    """The sampling engine named in params (grow.engine), over the policy folder; `runtime` holds the vllm
-    engine's knobs (defaults when None)."""
-    if name == "transformers":
-        device, dtype = device_and_dtype((runtime or RuntimeParams()).precision)
-        model, tokenizer = load_policy(policy, dtype)
-        return TransformersEngine(model.to(device), tokenizer, batch_size=batch_size)
-    if name == "vllm":
-        from restem.sampling.vllm_engine import VLLMEngine
-
-        r = runtime or RuntimeParams()
-        return VLLMEngine(policy, tensor_parallel_size=r.tensor_parallel_size, kv_cache_gb=r.vllm_kv_cache_gb,
-                          gpu_memory_utilization=r.gpu_memory_utilization, max_num_seqs=batch_size,
-                          dtype=r.vllm_dtype)
-    raise ValueError(f"unknown engine {name!r}")  # params validation rules this out
-
-
-def numerics(engine: str, runtime: RuntimeParams) -> dict:
-    """What sets the arithmetic of `make_engine(engine, ...)` beyond the params sections: the device and dtype of
-    the transformers engine (runtime.precision, resolved), or vLLM's dtype (runtime.vllm_dtype). Samples change
-    when it changes, so Grow's resume key and Evaluate's memo key hold it (and dvc.yaml tracks both knobs)."""
-    if engine == "vllm":
-        return {"vllm_dtype": runtime.vllm_dtype}
-    device, dtype = device_and_dtype(runtime.precision)
-    return {"device": device, "dtype": dtype}
-
-
-def sample(engine: Engine, problems: Sequence[dict], k: int, sampling: SamplingParams, seed: int, iteration: int,
-           purpose: str, policy: str, label: str = "") -> list[Sample]:
-    """k samples per problem as Sample rows (greedy when sampling.temperature is 0)."""
-    keys, requests = [], []
-    for p in problems:
-        for index in range(k):
-            s = derive_seed(seed, iteration, p["problem_id"], index)
-            keys.append((p, index, s))
-            requests.append(Request(p["prompt"], s))
-    completions = engine.generate(requests, sampling, progress=label)
-    rows = []
-    for (p, index, s), c in zip(keys, completions):
-        rows.append(Sample(
-            sample_id=content_hash("sample", p["problem_id"], policy, sampling.as_dict(), index, s),
-            problem_id=p["problem_id"], iteration=iteration, purpose=purpose, policy=policy, engine=engine.name,
-            sample_index=index, seed=s, temperature=sampling.temperature, prompt=p["prompt"], completion=c.text,
-            finish_reason=c.finish_reason, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
-        ))
-    return rows
+from restem.sampling.sampler import make_engine, numerics, sample
+from restem.training.modeling import model_hash
 
 
 def pool_slice(problems: Sequence[dict], pool: PoolSlice, seed: int, iteration: int) -> list[dict]:

@@ -16,35 +16,15 @@ import json
 from pathlib import Path
 
 from restem.schemas.hashing import content_hash, derive_seed
-from restem.schemas.io import read_rows, write_rows
+from restem.schemas.io import write_rows
 from restem.schemas.params import Params, load_params
-from restem.schemas.tables import Kept, Problem
-from restem.workspace import iter_dir, log, model_dir, parse_args, problems_dir, stage_main
+from restem.schemas.tables import Kept
+from restem.workspace import iter_dir, log, model_dir, parse_args, stage_main
 from restem.sampling.engines import set_threads
 from restem.training.modeling import load_policy, model_hash, save_policy
+from restem.training.data import demonstration_rows, training_rows
 from restem.training.sft import is_main_process, train_sft
 
-DEMONSTRATION = "demonstration"
-
-
-def training_rows(params: Params, iteration: int | str, root: Path) -> list[dict]:
-    """This iteration's kept rows, plus (accumulate) the rows its prev model trained on."""
-    rows = {r["sample_id"]: r for r in read_rows(iter_dir(iteration, root) / "kept.parquet", Kept)}
-    entry = params.loop.iterations.get(str(iteration))
-    if entry is not None and entry.accumulate:
-        for r in read_rows(iter_dir(entry.prev, root) / "train.parquet", Kept):
-            if r["rule"] != DEMONSTRATION:  # demonstrations come back through replay, not here
-                rows.setdefault(r["sample_id"], r)
-    # The kept table's order (problem, sample), so the shuffle sees the rows as Filter wrote them.
-    return sorted(rows.values(), key=lambda r: (r["problem_id"], r["sample_id"]))
-
-
-def demonstration_rows(root: Path) -> list[Kept]:
-    """The demonstrations as training rows (what the base model trained on)."""
-    demos = read_rows(problems_dir(root) / "demos.parquet", Problem)
-    return [Kept(sample_id=content_hash("demonstration", d["problem_id"]), problem_id=d["problem_id"], iteration=0,
-                 prompt=d["prompt"], completion=d["solution"], reward=1.0, rule=DEMONSTRATION)
-            for d in demos if d["solution"] is not None]
 
 
 def run(params: Params, iteration: int | str, init: int | str, root: Path = Path(".")) -> dict:

@@ -224,21 +224,22 @@ def run(params: Params, root: Path = Path(".")) -> dict:
         write_json(root / METRICS / "reward.json", summary)
         log(f"reward_model: using checkpoint {meta.checkpoint}")
         return summary
-    from restem.stages import grow, score
+    from restem.sampling import sampler
+    from restem.verifiers import batch
     from restem.training.modeling import load_policy
 
     set_threads(params.runtime.threads)
     problems = _pick_problems(read_rows(problems_dir(root) / "train.parquet", Problem), rm.problems, rm.seed)
     base = model_dir(0, root)
     policy = model_hash(base)
-    engine = grow.make_engine(params.grow.engine, base, params.runtime.batch_size, params.runtime)
-    samples = grow.sample(engine, problems, rm.samples_per_problem,
+    engine = sampler.make_engine(params.grow.engine, base, params.runtime.batch_size, params.runtime)
+    samples = sampler.sample(engine, problems, rm.samples_per_problem,
                           SamplingParams(rm.temperature, rm.max_new_tokens), rm.seed, 0, "reward", policy,
                           label="reward_model: sampling")
     del engine
     sample_rows = [s.model_dump() for s in samples]
-    views = {p["problem_id"]: score.problem_view(p) for p in problems}
-    scores = score.score_samples(params.score.verifier, sample_rows, views, params.runtime.workers,
+    views = {p["problem_id"]: batch.problem_view(p) for p in problems}
+    scores = batch.score_samples(params.score.verifier, sample_rows, views, params.runtime.workers,
                                  params.score.timeout_s, extraction=params.score.extraction)
     labelled = [(s, sc) for s, sc in zip(sample_rows, scores) if sc.correct is not None]
     train_rows = [(s["prompt"], s["completion"], float(sc.correct)) for s, sc in labelled

@@ -25,19 +25,11 @@ from restem.schemas.hashing import content_hash
 from restem.schemas.io import atomic_dir, read_rows, write_json, write_rows
 from restem.schemas.params import Params, load_params
 from restem.schemas.tables import Problem, Sample, Score
-from restem.workspace import DATA, METRICS, MODELS, log, parse_args, problems_dir, stage_main, user_input
+from restem.workspace import (METRICS, log, parse_args, partial_dir, problems_dir, stage_main, user_input,
+                              voters_data_dir, voters_model_dir)
 from restem.sampling.engines import SamplingParams, set_threads
 
-VOTERS = "voters"
 PURPOSE = "vote"
-
-
-def voters_model_dir(root: Path = Path(".")) -> Path:
-    return root / MODELS / VOTERS
-
-
-def voters_data_dir(root: Path = Path(".")) -> Path:
-    return root / DATA / VOTERS
 
 
 def voter_names(params: Params) -> list[str]:
@@ -60,16 +52,11 @@ def _write_unused(root: Path, why: str) -> None:
     write_json(root / METRICS / "voters.json", {"used": False})
 
 
-def partial_dir(root: Path = Path(".")) -> Path:
-    """Where trained voters wait until every voter is done (DVC empties the stage's outputs on a rerun, not this)."""
-    return root / DATA / ".voters-partial"
-
-
 def _trained_voter(params: Params, root: Path, name: str, seed: int) -> Path:
     """A tiny voter trained with `seed`, reused from a crashed or killed earlier run when its recipe and
     demonstrations are the same (the folder name holds their hash)."""
     from restem.schemas.hashing import file_hash
-    from restem.stages.base import tiny_recipe, train_tiny
+    from restem.training.tiny import tiny_recipe, train_tiny
 
     key = content_hash("voter", tiny_recipe(params, seed).model_dump(mode="json"), params.runtime.precision,
                        file_hash(problems_dir(root) / "demos.parquet"))
@@ -88,7 +75,7 @@ def build_voters(params: Params, root: Path) -> dict[str, Path]:
 
     names = voter_names(params)
     v = params.filter.voters
-    checkpoints = [user_input(c, VOTERS, "filter.voters.checkpoints", root) for c in v.checkpoints]  # before training
+    checkpoints = [user_input(c, "voters", "filter.voters.checkpoints", root) for c in v.checkpoints]  # before training
     trained = {name: _trained_voter(params, root, name, seed) for name, seed in zip(names, v.seeds)}
     with atomic_dir(voters_model_dir(root)) as tmp:
         for name, folder in trained.items():
@@ -114,18 +101,19 @@ def build_voters(params: Params, root: Path) -> dict[str, Path]:
 
 def answer(params: Params, folders: dict[str, Path], problems: list[dict]) -> tuple[list[Sample], list[Score]]:
     """Each voter's greedy completion of every problem, and the verifier's reading of it."""
-    from restem.stages import grow, score
+    from restem.sampling import sampler
+    from restem.verifiers import batch
     from restem.training.modeling import model_hash
 
     samples: list[Sample] = []
     for name, folder in folders.items():
-        engine = grow.make_engine(params.grow.engine, folder, params.runtime.batch_size, params.runtime)
-        samples += grow.sample(engine, problems, 1, SamplingParams(0.0, params.grow.max_new_tokens), params.grow.seed,
+        engine = sampler.make_engine(params.grow.engine, folder, params.runtime.batch_size, params.runtime)
+        samples += sampler.sample(engine, problems, 1, SamplingParams(0.0, params.grow.max_new_tokens), params.grow.seed,
                                0, PURPOSE, model_hash(folder), label=f"voters: {name} answers")
         del engine
     rows = [s.model_dump() for s in samples]
-    views = {p["problem_id"]: score.problem_view(p) for p in problems}
-    scores = score.score_samples(params.score.verifier, rows, views, params.runtime.workers, params.score.timeout_s,
+    views = {p["problem_id"]: batch.problem_view(p) for p in problems}
+    scores = batch.score_samples(params.score.verifier, rows, views, params.runtime.workers, params.score.timeout_s,
                                  extraction=params.score.extraction)
     return samples, scores
 
@@ -163,23 +151,6 @@ def run(params: Params, root: Path = Path(".")) -> dict:
     write_json(root / METRICS / "voters.json", summary)
     log("voters: " + ", ".join(f"{n} verifier-correct {v['verifier_accuracy']}" for n, v in summary["voters"].items()))
     return summary
-
-
-def load_votes(root: Path) -> dict[str, list[tuple[str, str, dict]]]:
-    """problem_id -> [(voter policy hash, completion, score row)] from data/voters (empty when unused)."""
-    folder = voters_data_dir(root)
-    if (folder / "unused.json").is_file() or not (folder / "samples.parquet").is_file():
-        raise RestemError(f"{folder}: no voter answers; filter.mode `agreement` needs the `voters` stage "
-                          "(run `dvc repro`, or `restem voters`)")
-    samples = read_rows(folder / "samples.parquet", Sample)
-    scores = {s["sample_id"]: s for s in read_rows(folder / "scores.parquet", Score)}
-    votes: dict[str, list[tuple[str, str, dict]]] = {}
-    for s in samples:
-        if s["sample_id"] not in scores:
-            raise RestemError(f"{folder / 'scores.parquet'}: no score for voter sample {s['sample_id']}; "
-                              "rerun `voters`")
-        votes.setdefault(s["problem_id"], []).append((s["policy"], s["completion"], scores[s["sample_id"]]))
-    return votes
 
 
 @stage_main

@@ -14,7 +14,8 @@ from restem.schemas.errors import RestemError
 from restem.schemas.io import read_rows
 from restem.schemas.params import FilterParams, Params
 from restem.schemas.tables import Kept, Problem, Sample, Score
-from restem.stages.filter import report, select
+from restem.filtering import load_votes, report, select
+from restem.workspace import partial_dir
 
 
 def table(rows):
@@ -150,7 +151,7 @@ def test_voters_are_really_trained_and_linked(voted):
 
 
 def test_voter_answers_are_their_greedy_generations(voted):
-    from restem.stages import grow
+    from restem.sampling import sampler
     from restem.sampling.engines import SamplingParams
     from restem.training.modeling import model_hash
 
@@ -161,8 +162,8 @@ def test_voter_answers_are_their_greedy_generations(voted):
     assert len(samples) == len(scores) == 2 * len(problems)
     assert {s["purpose"] for s in samples} == {"vote"} and {s["temperature"] for s in samples} == {0.0}
     base = root / "models" / "iter0"
-    engine = grow.make_engine("transformers", base, 64, params.runtime)
-    direct = engine.generate([grow.Request(p["prompt"], 0) for p in problems],
+    engine = sampler.make_engine("transformers", base, 64, params.runtime)
+    direct = engine.generate([sampler.Request(p["prompt"], 0) for p in problems],
                              SamplingParams(0.0, params.grow.max_new_tokens))
     by_problem = {s["problem_id"]: s["completion"] for s in samples if s["policy"] == model_hash(base)}
     assert [by_problem[p["problem_id"]] for p in problems] == [c.text for c in direct]
@@ -170,7 +171,7 @@ def test_voter_answers_are_their_greedy_generations(voted):
 
 def test_filter_keeps_only_answers_every_voter_gave(voted):
     from restem.stages import filter as filter_stage
-    from restem.stages.voters import load_votes
+
 
     root, params, _ = voted
     filter_stage.run(params, 1, root)
@@ -199,7 +200,7 @@ def test_unused_voters_leave_markers_and_agreement_then_says_what_to_run(trained
     assert (tmp_path / "models" / "voters" / "unused.json").is_file()
     assert read_rows(tmp_path / "data" / "voters" / "samples.parquet", Sample) == []
     with pytest.raises(RestemError, match="no voter answers.*restem voters"):
-        voters.load_votes(tmp_path)
+        load_votes(tmp_path)
 
 
 def test_a_voter_checkpoint_that_is_not_a_model_names_the_param(trained_root, tmp_path):
@@ -229,7 +230,8 @@ def test_sql_shows_the_voters_answers_beside_the_grow_samples(voted):
 
 
 def test_a_rerun_after_a_failure_reuses_the_voters_already_trained(trained_root, tmp_path, monkeypatch):
-    from restem.stages import base, voters
+    from restem.stages import voters
+    from restem.training import tiny
 
     src, params = trained_root
     shutil.copytree(src / "data" / "problems", tmp_path / "data" / "problems")
@@ -239,14 +241,14 @@ def test_a_rerun_after_a_failure_reuses_the_voters_already_trained(trained_root,
     with pytest.raises(RestemError, match="no config.json"):  # seed3 trained, then the checkpoint fails
         voters.run(Params.model_validate(raw), tmp_path)
     assert not (tmp_path / "models" / "voters").exists()
-    waiting = list(voters.partial_dir(tmp_path).glob("seed3-*"))
+    waiting = list(partial_dir(tmp_path).glob("seed3-*"))
     assert len(waiting) == 1 and (waiting[0] / "model.safetensors").is_file()
     shutil.copytree(src / "models" / "iter0", tmp_path / "inputs" / "voters" / "not-yet")
 
     def no_training(*args, **kwargs):
         raise AssertionError("seed3 was trained again")
 
-    monkeypatch.setattr(base, "train_tiny", no_training)
+    monkeypatch.setattr(tiny, "train_tiny", no_training)
     # Another recipe is another voter: it would be trained, not taken from the waiting folder.
     other = copy.deepcopy(raw)
     other["base"]["train"]["epochs"] = 3
@@ -255,4 +257,4 @@ def test_a_rerun_after_a_failure_reuses_the_voters_already_trained(trained_root,
     summary = voters.run(Params.model_validate(raw), tmp_path)
     assert set(summary["voters"]) == {"seed3", "ckpt1"}
     assert (tmp_path / "models" / "voters" / "seed3" / "model.safetensors").is_file()
-    assert not voters.partial_dir(tmp_path).exists()
+    assert not partial_dir(tmp_path).exists()

@@ -71,7 +71,7 @@ def kept_row(sid: str, iteration: int, rule: str = "correct") -> Kept:
 
 
 def test_accumulate_trains_on_all_kept_so_far_without_demonstrations(tiny_raw, tmp_path):
-    from restem.stages.improve import training_rows
+    from restem.training.data import training_rows
 
     tiny_raw["loop"]["iterations"] = {"1": {"prev": 0, "init": 0}, "2": {"prev": 1, "init": 1, "accumulate": True},
                                       "3": {"prev": 2, "init": 2}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from restem.schemas.params import FilterParams
-from restem.stages.filter import quantile, report, resolve_threshold, select
+from restem.filtering import quantile, report, resolve_threshold, select
 from restem.verifiers.arithmetic import consistent, scratchpad
 from restem.verifiers.paths import equations
 

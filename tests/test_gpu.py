@@ -15,12 +15,13 @@ pytestmark = [pytest.mark.gpu,
 def test_engine_samples_in_bf16_on_the_gpu(trained_root, tmp_path):
     from restem.schemas.io import read_rows
     from restem.schemas.tables import Sample
+    from restem.sampling import sampler
     from restem.stages import grow
 
     src, params = trained_root
     params = params.model_copy(update={"runtime": params.runtime.model_copy(update={"precision": "auto"})})
     shutil.copytree(src, tmp_path, dirs_exist_ok=True)
-    engine = grow.make_engine("transformers", tmp_path / "models" / "iter0", 64, params.runtime)
+    engine = sampler.make_engine("transformers", tmp_path / "models" / "iter0", 64, params.runtime)
     assert engine.model.device.type == "cuda" and engine.model.dtype == torch.bfloat16
     grow.run(params, 1, 0, tmp_path)
     rows = read_rows(tmp_path / "data" / "iter1" / "samples.parquet", Sample)

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from restem.stages.evaluate import majority_correct, pass_at_k
+from restem.stats import majority_correct, pass_at_k
 
 
 def test_pass_at_k_edges():

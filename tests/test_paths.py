@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from restem.query import sql
-from restem.stages.filter import dedup_key
+from restem.filtering import dedup_key
 from restem.verifiers.arithmetic import scratchpad
 from restem.verifiers.paths import equations, reasoning_path
 

@@ -29,7 +29,7 @@ def _sample(sid: str, index: int, completion: str, problem_id: str = "p1", polic
 
 
 def _scores(samples: list[Sample]) -> list[Score]:
-    from restem.stages.score import score_samples
+    from restem.verifiers.batch import score_samples
 
     problem = {"problem_id": "p1", "prompt": PROMPT, "reference": "4772", "meta": {}}
     return score_samples("reversed_addition", [s.model_dump() for s in samples], {"p1": problem}, workers=1)
@@ -116,7 +116,7 @@ def test_voters_refuse_before_training_when_the_filter_will_need_a_missing_check
 
 def test_a_mode_that_needs_the_check_cannot_be_run_without_it():
     from restem.schemas.params import FilterParams
-    from restem.stages.filter import select
+    from restem.filtering import select
 
     with pytest.raises(ValueError, match="consistency check"):
         select([], [], FilterParams(mode="majority", max_per_problem=1, dedup="none"))

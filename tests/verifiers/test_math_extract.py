@@ -122,7 +122,7 @@ def test_mode_reaches_pool_workers_and_in_process():
 
 
 def test_score_rows_record_the_mode_and_arithmetic_rows_do_not():
-    from restem.stages.score import score_samples
+    from restem.verifiers.batch import score_samples
 
     problems = {"p": {"problem_id": "p", "reference": "2/3", "prompt": "", "meta": {}}}
     samples = [{"sample_id": "s", "problem_id": "p", "iteration": 1, "completion": PROSE}]
