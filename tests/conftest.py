@@ -53,7 +53,7 @@ TINY = {
     },
     "grow": {"engine": "transformers", "samples_per_problem": 4, "temperature": 1.0, "top_p": 1.0, "top_k": 0,
              "max_new_tokens": 24, "seed": 0},
-    "score": {"verifier": "arithmetic"},
+    "score": {"verifier": "arithmetic", "extraction": "strict"},  # dvc.yaml tracks score.extraction
     "filter": {"mode": "correct", "max_per_problem": 2, "dedup": True, "require_valid_steps": False,
                # dvc.yaml's `voters` stage reads it, so a params file for `dvc repro` has it
                "voters": {"seeds": [], "checkpoints": [], "min_agree": None}},
