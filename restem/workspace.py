@@ -4,12 +4,9 @@ and the standard paths of the workspace (one name per concept: stage `grow` writ
 
 from __future__ import annotations
 
-import argparse
-import functools
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 from restem.schemas.errors import RestemError
 
@@ -55,45 +52,12 @@ def model_ref(text: str) -> int | str:
     (schemas/refs.py parses it), in the int-or-str form the stages take."""
     from restem.schemas.refs import Ref
 
-    try:
-        return Ref.parse(text).legacy()
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return Ref.parse(text).legacy()  # ValueError names what is wrong
 
 
 def log(message: str) -> None:
     """Progress lines go to stderr so stdout stays clean for data."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def stage_main(fn: Callable[..., object]) -> Callable[..., None]:
-    """Run a stage entry point; a `RestemError` prints `error: ...` and exits with status 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs) -> None:
-        try:
-            fn(*args, **kwargs)
-        except RestemError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
-
-    return wrapper
-
-
-def parse_args(name: str, doc: str | None, argv: list[str] | None, *numbers: str,
-               sharding: bool = False) -> argparse.Namespace:
-    """The arguments of `python -m restem.stages.<name>`: `--params` and the integer options in `numbers`
-    (e.g. `iteration`, `prev`, `init`: iteration numbers or step keys), all required; with `sharding`
-    also `--shard I/N`, `--merge` and the shard driver's options (restem/sampling/shards.py)."""
-    parser = argparse.ArgumentParser(prog=f"python -m restem.stages.{name}", description=doc)
-    for option in numbers:
-        parser.add_argument(f"--{option}", type=model_ref, required=True)
-    parser.add_argument("--params", default="params.yaml", help="params file")
-    if sharding:
-        from restem.sampling.shards import add_arguments
-
-        add_arguments(parser)
-    return parser.parse_args(argv)
 
 
 VOTERS = "voters"

@@ -16,9 +16,9 @@ from pathlib import Path
 from restem.schemas.errors import RestemError
 from restem.schemas.hashing import folder_hash
 from restem.schemas.io import atomic_dir, write_json, write_rows
-from restem.schemas.params import Params, load_params
+from restem.schemas.params import Params
 from restem.schemas.tables import Kept, ModelMeta
-from restem.workspace import iter_dir, log, model_dir, parse_args, stage_main, user_input
+from restem.workspace import iter_dir, log, model_dir, user_input
 from restem.sampling.engines import set_threads
 from restem.training.data import demonstration_rows
 from restem.training.modeling import META_FILE
@@ -51,11 +51,7 @@ def run(params: Params, root: Path = Path(".")) -> ModelMeta:
     return meta
 
 
-@stage_main
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args("base", __doc__, argv)
-    run(load_params(args.params))
-
-
 if __name__ == "__main__":
-    main()
+    from restem.cli.stages import run_module
+
+    run_module("base")

@@ -27,15 +27,15 @@ from typing import Sequence
 from restem.schemas.errors import RestemError
 from restem.schemas.hashing import content_hash, file_hash
 from restem.schemas.io import read_rows, write_json, write_rows, write_text
-from restem.schemas.params import Params, load_params, ref_order
+from restem.schemas.params import Params, ref_order
 from restem.schemas.tables import Problem, Sample, Score
 from restem.sampling import engines, sampler
 from restem.stats import summarise
 from restem.training import modeling
 from restem.verifiers.batch import problem_view, score_samples
-from restem.workspace import DATA, METRICS, log, model_dir, problems_dir, parse_args, stage_main
+from restem.workspace import DATA, METRICS, log, model_dir, problems_dir
 from restem.sampling.engines import SamplingParams, set_threads
-from restem.sampling.shards import Shard, check_arguments, owned, run_shards
+from restem.sampling.shards import Shard, owned
 from restem.training.modeling import model_hash, read_meta
 
 FORMAT = 1  # bump when the metrics layout changes
@@ -204,16 +204,7 @@ def run(params: Params, root: Path = Path("."), shard: Shard | None = None, merg
     return summary
 
 
-@stage_main
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args("evaluate", __doc__, argv, sharding=True)
-    check_arguments(args)
-    params = load_params(args.params)
-    if args.shards:
-        run_shards("evaluate", [], args.params, args.shards, args.ray, args.address, args.cpus_per_shard,
-                   args.gpus_per_shard)
-    run(params, shard=args.shard, merge=args.merge or bool(args.shards))
-
-
 if __name__ == "__main__":
-    main()
+    from restem.cli.stages import run_module
+
+    run_module("evaluate")

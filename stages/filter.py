@@ -13,9 +13,9 @@ from typing import Optional, Sequence
 
 from restem.schemas.errors import RestemError
 from restem.schemas.io import atomic_dir, read_rows, write_json, write_rows
-from restem.schemas.params import FilterParams, Params, load_params
+from restem.schemas.params import FilterParams, Params
 from restem.schemas.tables import Kept, Rejected, Sample, Score
-from restem.workspace import METRICS, iter_dir, log, parse_args, stage_main
+from restem.workspace import METRICS, iter_dir, log
 from restem.verifiers.base import STEPS, Consistency, consistency_check, require_ability
 from restem.filtering import load_votes, needs_consistency, report, resolve_threshold, rule_name, select
 from restem.workspace import voters_data_dir
@@ -100,11 +100,7 @@ def run(params: Params, iteration: int | str, root: Path = Path(".")) -> Counter
     return counts
 
 
-@stage_main
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args("filter", __doc__, argv, "iteration")
-    run(load_params(args.params), args.iteration)
-
-
 if __name__ == "__main__":
-    main()
+    from restem.cli.stages import run_module
+
+    run_module("filter")

@@ -15,11 +15,11 @@ import pyarrow.compute as pc
 from restem.schemas.hashing import content_hash
 from restem.schemas.io import read_rows, read_table, sort_table, to_table, write_rows, write_table
 from restem.schemas.errors import RestemError
-from restem.schemas.params import Params, PoolSlice, load_params
+from restem.schemas.params import Params, PoolSlice
 from restem.schemas.tables import Problem, Sample
-from restem.workspace import iter_dir, log, model_dir, problems_dir, parse_args, stage_main
+from restem.workspace import iter_dir, log, model_dir, problems_dir
 from restem.sampling.engines import SamplingParams, set_threads
-from restem.sampling.shards import Shard, check_arguments, owned, run_shards
+from restem.sampling.shards import Shard, owned
 from restem.sampling.sampler import make_engine, numerics, sample
 from restem.training.modeling import model_hash
 
@@ -123,16 +123,7 @@ def run(params: Params, iteration: int, prev: int, root: Path = Path("."), shard
     return merged.num_rows
 
 
-@stage_main
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args("grow", __doc__, argv, "iteration", "prev", sharding=True)
-    check_arguments(args)
-    params = load_params(args.params)
-    if args.shards:
-        run_shards("grow", ["--iteration", str(args.iteration), "--prev", str(args.prev)], args.params, args.shards,
-                   args.ray, args.address, args.cpus_per_shard, args.gpus_per_shard)
-    run(params, args.iteration, args.prev, shard=args.shard, merge=args.merge or bool(args.shards))
-
-
 if __name__ == "__main__":
-    main()
+    from restem.cli.stages import run_module
+
+    run_module("grow")

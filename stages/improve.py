@@ -17,9 +17,9 @@ from pathlib import Path
 
 from restem.schemas.hashing import content_hash, derive_seed
 from restem.schemas.io import write_rows
-from restem.schemas.params import Params, load_params
+from restem.schemas.params import Params
 from restem.schemas.tables import Kept
-from restem.workspace import iter_dir, log, model_dir, parse_args, stage_main
+from restem.workspace import iter_dir, log, model_dir
 from restem.sampling.engines import set_threads
 from restem.training.modeling import load_policy, model_hash, save_policy
 from restem.training.data import demonstration_rows, training_rows
@@ -59,11 +59,7 @@ def run(params: Params, iteration: int | str, init: int | str, root: Path = Path
     return {"rows": len(pairs), "model_hash": meta.model_hash}
 
 
-@stage_main
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args("improve", __doc__, argv, "iteration", "init")
-    run(load_params(args.params), args.iteration, args.init)
-
-
 if __name__ == "__main__":
-    main()
+    from restem.cli.stages import run_module
+
+    run_module("improve")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from restem.schemas.params import Params, load_params
-from restem.workspace import log, parse_args, stage_main
+from restem.schemas.params import Params
+from restem.workspace import log
 
 
 def run(params: Params, root: Path = Path(".")) -> list[Path]:
@@ -23,11 +23,7 @@ def run(params: Params, root: Path = Path(".")) -> list[Path]:
     return written
 
 
-@stage_main
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args("plots", __doc__, argv)
-    run(load_params(args.params))
-
-
 if __name__ == "__main__":
-    main()
+    from restem.cli.stages import run_module
+
+    run_module("plots")

@@ -14,9 +14,9 @@ from typing import Iterator
 
 from restem.schemas.errors import RestemError
 from restem.schemas.io import atomic_dir, read_records, write_rows
-from restem.schemas.params import ArithmeticTask, Params, ProblemFiles, load_params
+from restem.schemas.params import ArithmeticTask, Params, ProblemFiles
 from restem.schemas.tables import Problem
-from restem.workspace import log, problems_dir, parse_args, stage_main, user_input
+from restem.workspace import log, problems_dir, user_input
 from restem.verifiers.arithmetic import make_prompt, random_operand, scratchpad
 from restem.verifiers.reversed_addition import make_prompt as reversed_prompt, make_solution as reversed_solution
 
@@ -160,11 +160,7 @@ def run(params: Params, root: Path = Path(".")) -> dict[str, int]:
     return counts
 
 
-@stage_main
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args("problems", __doc__, argv)
-    run(load_params(args.params))
-
-
 if __name__ == "__main__":
-    main()
+    from restem.cli.stages import run_module
+
+    run_module("problems")

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Sequence
 from restem.schemas.errors import RestemError
 from restem.schemas.hashing import content_hash, folder_hash
 from restem.schemas.io import atomic_dir, read_rows, write_json, write_rows
-from restem.schemas.params import Params, RewardModelParams, load_params
+from restem.schemas.params import Params, RewardModelParams
 from restem.schemas.tables import ModelMeta, Problem, Sample, Score
-from restem.workspace import DATA, METRICS, MODELS, log, model_dir, parse_args, problems_dir, stage_main, user_input
+from restem.workspace import DATA, METRICS, MODELS, log, model_dir, problems_dir, user_input
 from restem.sampling.engines import SamplingParams, set_threads
 from restem.training.modeling import META_FILE, model_hash, resolve_checkpoint
 from restem.stats import auc
@@ -290,11 +290,7 @@ def run(params: Params, root: Path = Path(".")) -> dict:
     return summary
 
 
-@stage_main
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args("reward_model", __doc__, argv)
-    run(load_params(args.params))
-
-
 if __name__ == "__main__":
-    main()
+    from restem.cli.stages import run_module
+
+    run_module("reward_model")

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Sequence
 
 from restem.schemas.io import read_rows, write_rows
-from restem.schemas.params import Params, load_params
+from restem.schemas.params import Params
 from restem.schemas.tables import Sample, Score
-from restem.workspace import iter_dir, log, parse_args, stage_main
+from restem.workspace import iter_dir, log
 from restem.verifiers.batch import load_problems, score_samples
 
 
@@ -43,11 +43,7 @@ def run(params: Params, iteration: int, root: Path = Path(".")) -> Counter:
     return counts
 
 
-@stage_main
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args("score", __doc__, argv, "iteration")
-    run(load_params(args.params), args.iteration)
-
-
 if __name__ == "__main__":
-    main()
+    from restem.cli.stages import run_module
+
+    run_module("score")

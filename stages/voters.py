@@ -23,9 +23,9 @@ from pathlib import Path
 from restem.schemas.errors import RestemError
 from restem.schemas.hashing import content_hash
 from restem.schemas.io import atomic_dir, read_rows, write_json, write_rows
-from restem.schemas.params import Params, load_params
+from restem.schemas.params import Params
 from restem.schemas.tables import Problem, Sample, Score
-from restem.workspace import (METRICS, log, parse_args, partial_dir, problems_dir, stage_main, user_input,
+from restem.workspace import (METRICS, log, partial_dir, problems_dir, user_input,
                               voters_data_dir, voters_model_dir)
 from restem.sampling.engines import SamplingParams, set_threads
 
@@ -153,11 +153,7 @@ def run(params: Params, root: Path = Path(".")) -> dict:
     return summary
 
 
-@stage_main
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args("voters", __doc__, argv)
-    run(load_params(args.params))
-
-
 if __name__ == "__main__":
-    main()
+    from restem.cli.stages import run_module
+
+    run_module("voters")

@@ -12,149 +12,27 @@ from pathlib import Path
 
 import typer
 
+from restem.cli.errors import fail, user_errors
+from restem.cli.stages import PARAMS, STAGE_COMMANDS
 from restem.schemas.errors import RestemError
 
 app = typer.Typer(help="restem: a self-training dataset factory (ReST / ReST-EM as DVC stages).",
                   no_args_is_help=True, add_completion=False)
 
 
-def _fail(exc: RestemError) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(2)
+for _name, _command in STAGE_COMMANDS:
+    app.command(name=_name)(_command)
 
 
-def _run_stage(name: str, params: Path, *args, **kwargs) -> None:
-    """Run `restem.stages.<name>.run(params, *args, **kwargs)`; a user error prints its message and exits 2."""
-    import importlib
-
-    try:
-        importlib.import_module(f"restem.stages.{name}").run(_params(params), *args, **kwargs)
-    except RestemError as exc:
-        _fail(exc)
-
-
-SHARD = typer.Option(None, "--shard", metavar="I/N", help="compute only shard I of N (I from 0); merge later")
-MERGE = typer.Option(False, "--merge", help="compute nothing: merge the finished shards")
-SHARDS = typer.Option(None, "--shards", metavar="N", help="run N shards (processes, or Ray tasks with --ray), then merge")
-RAY = typer.Option(False, "--ray", help="with --shards: run the shards as Ray tasks")
-ADDRESS = typer.Option(None, "--address", help="with --ray: Ray cluster address (e.g. auto); default: RAY_ADDRESS or local")
-CPUS = typer.Option(1.0, "--cpus-per-shard", help="with --ray: CPUs each shard reserves")
-GPUS = typer.Option(0.0, "--gpus-per-shard", help="with --ray: GPUs each shard reserves (Ray pins them)")
-
-
-def _sharded(stage: str, stage_args: list[str], params: Path, shard: str | None, merge: bool, shards: int | None,
-             ray: bool, address: str | None, cpus: float, gpus: float) -> dict:
-    """Check the sharding options and run the shards if `--shards` asks; returns run()'s keyword arguments."""
-    import argparse
-
-    from restem.sampling.shards import check_arguments, parse_shard, run_shards
-
-    try:
-        one = parse_shard(shard) if shard is not None else None
-    except argparse.ArgumentTypeError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    try:
-        check_arguments(argparse.Namespace(shard=one, merge=merge, shards=shards, ray=ray, address=address))
-        if shards:
-            run_shards(stage, stage_args, params, shards, ray, address, cpus, gpus)
-    except RestemError as exc:
-        _fail(exc)
-    return {"shard": one, "merge": merge or bool(shards)}
-
-
-def _ref(text: str):
-    """An iteration number or a step key ('1b') from the command line."""
-    from restem.workspace import model_ref
-
-    try:
-        return model_ref(text)
-    except Exception as exc:  # argparse's error type; show it as a usage error
-        raise typer.BadParameter(str(exc)) from None
-
-
-def _params(path: Path):
+def _load(path: Path):
     from restem.schemas.params import load_params
 
     return load_params(path)
 
 
-PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file")
-
-
-@app.command()
-def problems(params: Path = PARAMS) -> None:
-    """Write the problem set (data/problems)."""
-    _run_stage("problems", params)
-
-
-@app.command()
-def base(params: Path = PARAMS) -> None:
-    """Train or link the base model (models/iter0)."""
-    _run_stage("base", params)
-
-
-@app.command()
-def grow(iteration: int = typer.Option(..., help="iteration number"),
-         prev: str = typer.Option(..., help="model that samples: iteration number or step key ('1b')"),
-         params: Path = PARAMS, shard: str = SHARD, merge: bool = MERGE, shards: int = SHARDS, ray: bool = RAY,
-         address: str = ADDRESS, cpus_per_shard: float = CPUS, gpus_per_shard: float = GPUS) -> None:
-    """Sample K completions per training problem (data/iter<i>/samples.parquet); sharding: restem/sampling/shards.py."""
-    ref = _ref(prev)
-    how = _sharded("grow", ["--iteration", str(iteration), "--prev", str(ref)], params, shard, merge, shards, ray,
-                   address, cpus_per_shard, gpus_per_shard)
-    _run_stage("grow", params, iteration, ref, **how)
-
-
-@app.command()
-def score(iteration: int = typer.Option(...), params: Path = PARAMS) -> None:
-    """Score every sample of an iteration (data/iter<i>/scores.parquet)."""
-    _run_stage("score", params, iteration)
-
-
-@app.command(name="filter")
-def filter_(iteration: str = typer.Option(..., help="iteration number or step key ('1b')"),
-            params: Path = PARAMS) -> None:
-    """Keep the good samples (data/iter<i>/kept.parquet, rejected.parquet)."""
-    _run_stage("filter", params, _ref(iteration))
-
-
-@app.command()
-def improve(iteration: str = typer.Option(..., help="iteration number or step key ('1b')"),
-            init: str = typer.Option(..., help="model to start from: iteration number or step key"),
-            params: Path = PARAMS) -> None:
-    """Fine-tune on the kept samples (models/iter<i>)."""
-    _run_stage("improve", params, _ref(iteration), _ref(init))
-
-
-@app.command(name="reward-model")
-def reward_model(params: Path = PARAMS) -> None:
-    """Train (or link) the reward model used when score.reward is `model` (models/reward)."""
-    _run_stage("reward_model", params)
-
-
-@app.command()
-def voters(params: Path = PARAMS) -> None:
-    """Train or link the agreement filter's voters and record their answers (models/voters, data/voters)."""
-    _run_stage("voters", params)
-
-
-@app.command()
-def evaluate(params: Path = PARAMS, shard: str = SHARD, merge: bool = MERGE, shards: int = SHARDS, ray: bool = RAY,
-             address: str = ADDRESS, cpus_per_shard: float = CPUS, gpus_per_shard: float = GPUS) -> None:
-    """Evaluate every model of the loop (metrics/); sharding by model: restem/sampling/shards.py."""
-    how = _sharded("evaluate", [], params, shard, merge, shards, ray, address, cpus_per_shard, gpus_per_shard)
-    _run_stage("evaluate", params, **how)
-
-
-@app.command()
-def plots(params: Path = PARAMS) -> None:
-    """Write the data of the DVC plots from the whole workspace (metrics/plots/)."""
-    _run_stage("plots", params)
-
-
 def _last_model(path: Path) -> int | str:
     """The newest model of the loop (the last step of the last iteration, if it has steps)."""
-    last = _params(path).loop.models()[-1]
+    last = _load(path).loop.models()[-1]
     return int(last) if last.isdigit() else last
 
 
@@ -183,7 +61,7 @@ def append_iteration(path: Path, warm: bool) -> int:
     with open(_params_check, "w") as f:
         yaml.dump(data, f)
     try:
-        _params(_params_check)  # never leave an invalid params file behind
+        _load(_params_check)  # never leave an invalid params file behind
         _params_check.replace(path)
     finally:
         _params_check.unlink(missing_ok=True)
@@ -201,15 +79,13 @@ def preset(
     from restem.schemas.io import write_text
     from restem.schemas.presets import description, load_preset, preset_names, render
 
-    try:
+    with user_errors():
         if list_ or not name:
             for known in preset_names():
                 typer.echo(f"{known:24s} {description(known)}")
             return
         load_preset(name)  # a preset that does not validate is never written
         write_text(output, render(name))
-    except RestemError as exc:
-        _fail(exc)
     typer.echo(f"wrote preset {name} to {output}; run `dvc repro` (or `dvc exp run -n {name}`)")
 
 
@@ -221,10 +97,10 @@ def next_(
     params: Path = PARAMS,
 ) -> None:
     """Append the next iteration to params.yaml and run it (only the new stages run)."""
-    try:
+    with user_errors():
         if exp:
             # An experiment must not edit the workspace's params: pass the new entry with -S.
-            loop = _params(params).loop.iterations
+            loop = _load(params).loop.iterations
             last = max((int(k) for k in loop), default=0)
             prev = _last_model(params)
             init = prev if warm else 0
@@ -234,8 +110,6 @@ def next_(
             number = append_iteration(params, warm)
             typer.echo(f"appended iteration {number} to {params}")
             cmd = ["dvc", "repro"]
-    except RestemError as exc:
-        _fail(exc)
     if run:
         raise typer.Exit(subprocess.call(cmd))
 
@@ -253,7 +127,7 @@ def metrics(params: Path = PARAMS) -> None:
 
     files = sorted(folder.glob("iter*.json"), key=lambda p: ref_order(p.stem[4:])) if folder.exists() else []
     if not files:
-        _fail(RestemError("metrics/iterations: no metrics yet; run `dvc repro`"))
+        fail(RestemError("metrics/iterations: no metrics yet; run `dvc repro`"))
     table = Table("iteration", "test set", "pass@1", "pass@k", "maj@k", "wrong steps")
     for path in files:
         m = json.loads(path.read_text())

@@ -24,6 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import typer
 
+from restem.cli.errors import user_errors
 from restem.schemas.errors import RestemError
 from restem.schemas.io import read_records as io_read_records, record_unit, write_table
 from restem.workspace import log
@@ -176,9 +177,6 @@ def verify_command(
                                    f"required) or lenient (else the last expression); default {DEFAULT_EXTRACTION}"),
 ) -> None:
     """Grade completions with one verifier and write one verdict per row."""
-    try:
+    with user_errors():
         stats = run(verifier, input, output, workers, timeout, extraction)
-    except RestemError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
     typer.echo(json.dumps(stats, sort_keys=True))

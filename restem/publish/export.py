@@ -34,6 +34,7 @@ import pyarrow as pa
 import typer
 import yaml
 
+from restem.cli.errors import user_errors
 from restem.schemas.errors import RestemError
 from restem.schemas.io import atomic_dir, write_table, write_text
 from restem.schemas.refs import Ref
@@ -550,13 +551,10 @@ def export_command(
     force: bool = typer.Option(False, "--force", help="replace a non-empty output folder"),
 ) -> None:
     """Export kept samples as a Hugging Face data set (Parquet, prompt/completion and messages) with a data card."""
-    try:
+    with user_errors():
         result = run(root, output, Selection(iterations=tuple(iteration) if iteration else None, all_=all_,
                                              query=query),
                      force=force, jsonl=jsonl, test_fraction=test_fraction, shard_rows=shard_rows,
                      license_=license_, name=name)
-    except RestemError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
     splits = ", ".join(f"{k}: {v}" for k, v in result["splits"].items())
     typer.echo(f"wrote {result['rows']} rows ({splits}) to {output}: {len(result['files'])} files")

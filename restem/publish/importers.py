@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import typer
 
+from restem.cli.errors import user_errors
 from restem.schemas.errors import RestemError
 from restem.schemas.hashing import canonical_json, content_hash
 from restem.schemas.io import read_records, write_rows
@@ -249,11 +250,8 @@ def parse_mapping(pairs: Iterable[str]) -> dict[str, str]:
 
 
 def _report(fn: Callable[[], dict]) -> None:
-    try:
+    with user_errors():
         stats = fn()
-    except RestemError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
     typer.echo(json.dumps(stats, sort_keys=True))
 
 

@@ -28,6 +28,7 @@ from typing import Optional
 import pyarrow as pa
 import typer
 
+from restem.cli.errors import user_errors
 from restem.schemas.errors import RestemError
 from restem.schemas.io import write_text
 from restem.schemas.refs import ref_order
@@ -391,7 +392,7 @@ def audit_command(
     max_rows: int = typer.Option(200, "--max-rows", help="rows shown by --format table"),
 ) -> None:
     """Audit the loop's data: wrong reasoning, coverage, diversity, filter, reward model vs verifier."""
-    try:
+    with user_errors():
         if fmt not in FORMATS:
             raise RestemError(f"--format {fmt!r}: choose one of {list(FORMATS)}")
         if show_sql:
@@ -404,9 +405,6 @@ def audit_command(
             typer.echo(result.note, err=True)
         if result.table.num_columns:
             render(result.table, fmt, max_rows)
-    except RestemError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

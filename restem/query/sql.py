@@ -30,6 +30,7 @@ from typing import Iterator, Optional
 import pyarrow as pa
 import typer
 
+from restem.cli.errors import user_errors
 from restem.schemas.errors import RestemError
 from restem.schemas.io import arrow_schema
 from restem.schemas.refs import PATTERN as REF, Ref
@@ -442,12 +443,9 @@ def sql_command(
     if schema:
         typer.echo(schema_doc() + "\nexamples\n" + EXAMPLES)
         return
-    try:
+    with user_errors():
         if fmt not in FORMATS:
             raise RestemError(f"--format {fmt!r}: choose one of {list(FORMATS)}")
         with open_workspace(root, rev) as con:
             result = run_query(con, query or "")
         render(result, fmt, max_rows)
-    except RestemError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None

@@ -19,7 +19,6 @@ needs the repository, its environment and the data at the same path (a shared fi
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -45,9 +44,9 @@ def parse_shard(text: str) -> Shard:
     try:
         index, count = (int(part) for part in text.split("/"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected i/n, e.g. 0/4 (i counts from 0)") from None
+        raise ValueError(f"--shard {text!r}: expected i/n, e.g. 0/4 (i counts from 0)") from None
     if count < 1 or not 0 <= index < count:
-        raise argparse.ArgumentTypeError(f"--shard {text!r}: need n >= 1 and 0 <= i < n (i counts from 0)")
+        raise ValueError(f"--shard {text!r}: need n >= 1 and 0 <= i < n (i counts from 0)")
     return Shard(index, count)
 
 
@@ -58,31 +57,15 @@ def owned(total: int, shard: Shard | None) -> range:
     return range(shard.index * total // shard.count, (shard.index + 1) * total // shard.count)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The sharding options of `python -m restem.stages.grow` and `python -m restem.stages.evaluate`."""
-    group = parser.add_argument_group("sharding (see restem/sampling/shards.py)")
-    group.add_argument("--shard", type=parse_shard, metavar="I/N",
-                       help="compute only shard I of N (I from 0) and leave its results for the merge")
-    group.add_argument("--merge", action="store_true",
-                       help="compute nothing: merge the finished shards (error if one is missing)")
-    group.add_argument("--shards", type=int, metavar="N",
-                       help="run N shards (local processes, or Ray tasks with --ray), then merge")
-    group.add_argument("--ray", action="store_true", help="with --shards: run the shards as Ray tasks")
-    group.add_argument("--address", help="with --ray: the Ray cluster to use (e.g. auto); default: RAY_ADDRESS "
-                                         "if set, else a local Ray instance")
-    group.add_argument("--cpus-per-shard", type=float, default=1.0, help="with --ray: CPUs each shard reserves")
-    group.add_argument("--gpus-per-shard", type=float, default=0.0, help="with --ray: GPUs each shard reserves")
-
-
-def check_arguments(args: argparse.Namespace) -> None:
-    """Reject combinations that make no sense, naming the option to drop."""
-    if args.shards is not None and args.shards < 1:
-        raise RestemError(f"--shards {args.shards}: need at least 1")
-    if args.shards and (args.shard or args.merge):
+def check_arguments(shard: Shard | None, merge: bool, shards: int | None, ray: bool, address: str | None) -> None:
+    """Reject combinations of the sharding options (restem/cli/stages.py) that make no sense, naming the one to drop."""
+    if shards is not None and shards < 1:
+        raise RestemError(f"--shards {shards}: need at least 1")
+    if shards and (shard or merge):
         raise RestemError("--shards runs every shard and the merge itself: drop --shard/--merge")
-    if args.shard and args.merge:
+    if shard and merge:
         raise RestemError("--shard computes one shard, --merge merges them all: use one of them")
-    if (args.ray or args.address) and not args.shards:
+    if (ray or address) and not shards:
         raise RestemError("--ray/--address need --shards N (how many shards to run)")
 
 
