@@ -41,7 +41,8 @@ TINY = {
     },
     "grow": {"engine": "transformers", "samples_per_problem": 4, "temperature": 1.0, "top_p": 1.0, "top_k": 0,
              "max_new_tokens": 24, "seed": 0},
-    "score": {"verifier": "arithmetic"},
+    # dvc.yaml's `voters` stage reads score.extraction, so a params file for `dvc repro` has it
+    "score": {"verifier": "arithmetic", "extraction": "strict"},
     "filter": {"mode": "correct", "max_per_problem": 2, "dedup": True, "require_valid_steps": False,
                # dvc.yaml's `voters` stage reads it, so a params file for `dvc repro` has it
                "voters": {"seeds": [], "checkpoints": [], "min_agree": None}},
