@@ -118,7 +118,7 @@ def own_config_says(rows: list[Row]) -> list[bool]:
 
 
 def _short(text: str, n: int = 70) -> str:
-    text = " ".join(text.split())
+    text = " ".join(text.replace("\n", " \\n ").split())  # newlines shown: some rows are about them
     return text if len(text) <= n else text[: n // 2 - 2] + " … " + text[-(n // 2 - 2):]
 
 
