@@ -15,7 +15,8 @@ import pyarrow.compute as pc
 from restem.schemas.hashing import content_hash
 from restem.schemas.io import read_rows, read_table, sort_table, to_table, write_rows, write_table
 from restem.schemas.errors import RestemError
-from restem.schemas.params import Params, PoolSlice
+from restem.schemas.loop import PoolSlice
+from restem.schemas.params import Params
 from restem.schemas.tables import Problem, Sample
 from restem.workspace import iter_dir, log, model_dir, problems_dir
 from restem.sampling.engines import SamplingParams, set_threads

@@ -15,8 +15,8 @@ from restem.workspace import log
 
 
 def run(params: Params, root: Path = Path(".")) -> list[Path]:
-    """Write the plot data under `root/metrics/plots/`; returns the files written (see audits.write_plot_data)."""
-    from restem.query.audits import write_plot_data
+    """Write the plot data under `root/metrics/plots/`; returns the files written (see restem.query.plots)."""
+    from restem.query.plots import write_plot_data
 
     written = write_plot_data(root)
     log(f"plots: {', '.join(p.name for p in written)} -> {root / 'metrics' / 'plots'}")

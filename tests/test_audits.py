@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from restem.schemas.errors import RestemError
 from restem.schemas.io import read_rows, write_rows
 from restem.schemas.tables import Score
-from restem.query.audits import AUDITS, audit_command, audit_sql, run_audit, write_plot_data
+from restem.query.audits import AUDITS, audit_command, audit_sql, run_audit
+from restem.query.plots import write_plot_data
 from restem.query.sql import connect, run_query
 from restem.stats import auc
 from tests.test_sql import make_workspace

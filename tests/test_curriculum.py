@@ -10,7 +10,8 @@ import pytest
 
 from restem.schemas.errors import RestemError
 from restem.schemas.io import read_rows, write_rows
-from restem.schemas.params import Params, PoolSlice
+from restem.schemas.loop import PoolSlice
+from restem.schemas.params import Params
 from restem.schemas.tables import Kept, Sample
 from restem.stages.grow import pool_slice
 

@@ -11,7 +11,9 @@ import yaml
 from typer.testing import CliRunner
 
 from restem.schemas.errors import RestemError
-from restem.publish.export import CONFIGS, Selection, export_command, run
+from restem.publish.export import export_command, run
+from restem.publish.layout import CONFIGS
+from restem.publish.selection import Selection
 
 
 @pytest.fixture(scope="module")

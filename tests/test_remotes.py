@@ -120,7 +120,8 @@ def test_local_remote_round_trip(origin, tmp_path):
     _check(origin, result, clone, "local remote")
     assert any((storage / "files" / "md5").rglob("*"))
     # the pulled clone exports the same bytes as the original, card (git revision, lock hashes) included
-    from restem.publish.export import Selection, run
+    from restem.publish.export import run
+    from restem.publish.selection import Selection
 
     run(root, tmp_path / "export_origin", Selection(all_=True))
     run(clone, tmp_path / "export_clone", Selection(all_=True))

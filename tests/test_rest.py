@@ -212,7 +212,8 @@ def test_sql_views_tell_a_step_from_its_iteration(rest_run):
 
 
 def test_audits_report_each_step_apart(rest_run):
-    from restem.query.audits import run_audit, write_plot_data
+    from restem.query.audits import run_audit
+    from restem.query.plots import write_plot_data
     from restem.query.sql import connect
 
     root = _evaluated(rest_run)

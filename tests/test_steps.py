@@ -8,7 +8,8 @@ from fractions import Fraction
 import pytest
 
 from tests.conftest import real_data
-from restem.verifiers.steps import check_solution, safe_eval, step_errors, steps_valid
+from restem.verifiers.step_arith import safe_eval
+from restem.verifiers.steps import check_solution, step_errors, steps_valid
 
 GSM8K_SOLUTIONS = real_data("gsm8k/example_model_solutions.jsonl")
 

@@ -9,9 +9,11 @@ Three kinds of step are checked, each with exact rational arithmetic:
 - LaTeX equations inside `$...$`, `\\(...\\)`, `\\[...\\]`: numeric sides only (`\\frac`, `\\sqrt`,
   `\\cdot`, `^`), compared with sympy.
 
-Nothing is ever passed to `eval`: expressions are parsed with `ast` and only numbers, + - * / **,
-unary signs, parentheses (and `sqrt` in LaTeX) are accepted; powers are bounded so a hostile text
-cannot ask for 9**9**9. Anything else makes a step unchecked (never wrong).
+This module finds the steps in a text and checks the LaTeX ones; the plain-text arithmetic (exact
+fractions, the comparison of two runs) is `restem.verifiers.step_arith`. Nothing is ever passed to `eval`:
+expressions are parsed with `ast` and only numbers, + - * / **, unary signs, parentheses (and `sqrt` in
+LaTeX) are accepted; powers are bounded so a hostile text cannot ask for 9**9**9. Anything else makes a
+step unchecked (never wrong).
 
 Leniency, because a false alarm costs more than a missed error here:
 - a displayed number with d decimals matches a value within 10**-d (rounding, floor or ceiling:
@@ -26,19 +28,16 @@ Leniency, because a false alarm costs more than a missed error here:
 from __future__ import annotations
 
 import ast
-import math
 import re
 from dataclasses import dataclass, field
-from fractions import Fraction
-from typing import Callable, Iterable, Optional
+from typing import Iterable, Optional
 
-MAX_EXPONENT = 64
-MAX_DIGITS = 200  # numbers beyond this are not arithmetic a solution would do by hand
+from restem.verifiers.step_arith import (BINARY, MAX_EXPONENT, THOUSANDS, close, compare, decimal_places, literal,
+                                         values)
 
 _ANNOTATION = re.compile(r"<<([^<>]*)>>")
 # thousands may be grouped with commas or spaces (`17 500`) in the number shown after an annotation
 _DISPLAYED = re.compile(r"^\s*\$?\s*(-?(?:\d{1,3}(?:[,  ]\d{3})+(?!\d)|\d+)?(?:\.\d+)?)(\s*%)?")
-_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _THOUSANDS_AT = re.compile(r"\d{3}(?!\d)")
 _RUN_CHARS = set("0123456789.,$%+-*/x×÷^() \t")
 _OPERATOR_CHARS = set("+-*/x×÷^")
@@ -74,133 +73,6 @@ class StepReport:
         return None if not self.checked else not self.errors
 
 
-# ------------------------------------------------------------------------------------ safe arithmetic
-
-
-def _literal(value: object) -> Fraction:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError("not a number")
-    # repr of a float is the shortest text that round-trips: 0.1 -> Fraction(1, 10), not 0.1000000000000000055
-    return Fraction(value) if isinstance(value, int) else Fraction(repr(value))
-
-
-def _power(base: Fraction, exponent: Fraction) -> Fraction:
-    if exponent.denominator != 1 or abs(exponent) > MAX_EXPONENT:
-        raise ValueError("only small integer powers are checked")
-    if base == 0 and exponent < 0:
-        raise ZeroDivisionError
-    return base ** int(exponent)
-
-
-_BINARY: dict[type, Callable[[Fraction, Fraction], Fraction]] = {
-    ast.Add: lambda a, b: a + b,
-    ast.Sub: lambda a, b: a - b,
-    ast.Mult: lambda a, b: a * b,
-    ast.Div: lambda a, b: a / b,
-    ast.Pow: _power,
-}
-
-
-def _fraction(node: ast.AST) -> Fraction:
-    """Evaluate an `ast` node made only of numbers and + - * / ** with exact fractions."""
-    if isinstance(node, ast.Expression):
-        return _fraction(node.body)
-    if isinstance(node, ast.Constant):
-        return _literal(node.value)
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        value = _fraction(node.operand)
-        return -value if isinstance(node.op, ast.USub) else value
-    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        result = _BINARY[type(node.op)](_fraction(node.left), _fraction(node.right))
-        if len(str(result.numerator)) > MAX_DIGITS or len(str(result.denominator)) > MAX_DIGITS:
-            raise ValueError("number too large")
-        return result
-    raise ValueError(f"{type(node).__name__} is not arithmetic")
-
-
-def safe_eval(expr: str) -> Optional[Fraction]:
-    """The exact value of a Python-syntax arithmetic expression, or None if it is anything else."""
-    if len(expr) > 500:
-        return None
-    try:
-        return _fraction(ast.parse(expr.strip(), mode="eval"))
-    except (SyntaxError, ValueError, ZeroDivisionError, OverflowError, RecursionError, TypeError):
-        return None
-
-
-def _normalise(run: str, percent: str) -> str:
-    """Plain-text arithmetic as Python syntax; `percent` is what `%` becomes ('' or '/100')."""
-    text = _THOUSANDS.sub("", run.replace("$", ""))
-    text = text.replace("×", "*").replace("÷", "/").replace("^", "**")
-    text = re.sub(r"(?<=[\d).\s])x(?=[\s\d(.$])", "*", text)
-    return text.replace("%", percent)
-
-
-def values(run: str) -> list[Fraction]:
-    """The values of an arithmetic run under each reading of `%` (as /100 and as nothing)."""
-    if "," in _THOUSANDS.sub("", run):  # a comma that is not a thousands separator: a list, not a number
-        return []
-    readings = ("/100", "") if "%" in run else ("",)
-    found = []
-    for reading in readings:
-        value = safe_eval(_normalise(run, reading))
-        if value is not None and value not in found:
-            found.append(value)
-    return found
-
-
-def _decimals(run: str) -> Optional[int]:
-    """Decimal places of a run that is a single displayed number (None when it is an expression)."""
-    text = _THOUSANDS.sub("", run.replace("$", "").replace("%", "")).strip()
-    if not re.fullmatch(r"-?(\d+\.?\d*|\.\d+)", text):
-        return None
-    return len(text.split(".", 1)[1]) if "." in text else 0
-
-
-def _close(computed: Fraction, shown: Fraction, decimals: Optional[int]) -> bool:
-    """Equal, or `shown` is `computed` rounded, floored or ceiled to the decimals it displays."""
-    if computed == shown:
-        return True
-    if decimals is None or decimals >= 10:  # 10+ decimals: a calculator's float output, with float noise
-        return abs(computed - shown) <= abs(computed) * Fraction(1, 10**9)
-    scaled, target = computed * 10**decimals, shown * 10**decimals
-    # floor and ceiling of the exact value bracket every rounding of it ("45/10 = 5 buses" is a ceiling)
-    return target.denominator == 1 and math.floor(scaled) <= target <= math.ceil(scaled)
-
-
-def compare(left: str, right: str) -> tuple[Optional[bool], str]:
-    """(left == right, why) for two arithmetic runs; None when either side cannot be read."""
-    lefts, rights = values(left), values(right)
-    if not lefts or not rights:
-        return None, "not arithmetic"
-    dl, dr = _decimals(left), _decimals(right)
-    if dl is not None and dr is not None:
-        return None, "no arithmetic on either side"
-    for a in lefts:
-        for b in rights:
-            computed, shown, decimals = (a, b, dr) if dr is not None or dl is None else (b, a, dl)
-            if _close(computed, shown, decimals):
-                return True, "ok"
-            expr = left if computed is a else right
-            # "$1800 - $2000 = $200" (200 less): a negative difference written as its magnitude
-            if computed < 0 < shown and _is_difference(expr) and _close(-computed, shown, decimals):
-                return True, "ok (magnitude of a negative difference)"
-    return False, f"{left.strip()} is {_show(lefts[0])}, not {right.strip()}"
-
-
-def _is_difference(run: str) -> bool:
-    """Whether the last operation of an arithmetic run is a subtraction (`1800 - 2000`, `2*3 - 10`)."""
-    try:
-        node = ast.parse(_normalise(run, "").strip(), mode="eval").body
-    except (SyntaxError, ValueError, RecursionError):
-        return False
-    return isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub)
-
-
-def _show(value: Fraction) -> str:
-    return str(value.numerator) if value.denominator == 1 else f"{float(value):.6g}"
-
-
 # ----------------------------------------------------------------------------------- finding steps
 
 
@@ -233,7 +105,7 @@ def _display_check(value: str, shown: str) -> tuple[Optional[bool], str]:
     """A number displayed after an annotation against the annotation's value (rounding allowed)."""
     for a in values(value):
         for b in values(shown):
-            if _close(a, b, _decimals(shown)):
+            if close(a, b, decimal_places(shown)):
                 return True, "ok"
     return False, f"annotation says {value.strip()}, text shows {shown}"
 
@@ -328,7 +200,7 @@ def latex_to_python(latex: str) -> Optional[str]:
             break
         text = new
     text = text.replace("^", "**").replace("{", "(").replace("}", ")")
-    text = _THOUSANDS.sub("", text).replace("\\%", "/100").replace("%", "/100")
+    text = THOUSANDS.sub("", text).replace("\\%", "/100").replace("%", "/100")
     text = re.sub(r"\)\s*\(", ")*(", text)  # (a)(b): implicit product
     text = re.sub(r"(\d)\s*\(", r"\1*(", text)
     if "\\" in text or re.search(r"[A-Za-z]", text.replace("sqrt", "")):
@@ -343,14 +215,14 @@ def _sympy_value(node: ast.AST):
     if isinstance(node, ast.Expression):
         return _sympy_value(node.body)
     if isinstance(node, ast.Constant):
-        return sympy.Rational(str(_literal(node.value)))
+        return sympy.Rational(str(literal(node.value)))
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         value = _sympy_value(node.operand)
         return -value if isinstance(node.op, ast.USub) else value
     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "sqrt"
             and len(node.args) == 1 and not node.keywords):
         return sympy.sqrt(_sympy_value(node.args[0]))
-    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+    if isinstance(node, ast.BinOp) and type(node.op) in BINARY:
         a, b = _sympy_value(node.left), _sympy_value(node.right)
         if isinstance(node.op, ast.Pow):
             if not (b.is_Integer and abs(int(b)) <= MAX_EXPONENT):
@@ -387,7 +259,7 @@ def _latex_steps(text: str) -> list[Step]:
             a, b = latex_value(left), latex_value(right)
             if a is None or b is None:
                 continue
-            dl, dr = _decimals(left), _decimals(right)
+            dl, dr = decimal_places(left), decimal_places(right)
             if dl is not None and dr is not None:
                 continue
             diff = sympy.nsimplify(a - b) if not (a - b).is_Rational else a - b

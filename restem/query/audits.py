@@ -13,13 +13,11 @@ Audits (`--show-sql` prints the query so it can be read and adapted with `restem
   rows whose `verifier` starts with `rm:` (reward = its score, correct = NULL) written by other tools;
   until such rows exist the audit says so and shows nothing.
 
-`write_plot_data(root)` writes the CSV files behind the DVC plots under `metrics/plots/`.
+The CSV files behind the DVC plots (`metrics/plots/`) are written from these queries by `restem.query.plots`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +28,8 @@ import typer
 
 from restem.cli.errors import user_errors
 from restem.schemas.errors import RestemError
-from restem.schemas.io import write_text
-from restem.schemas.refs import ref_order
-from restem.query.sql import FORMATS, connect, open_workspace, render, run_query
+from restem.query.output import check_format, render
+from restem.query.sql import open_workspace, run_query
 
 # Rows written by a reward model are not verdicts; every audit of verdicts leaves them out.
 _VERDICTS = "NOT is_reward_model(verifier) AND verdict IS NOT NULL"
@@ -94,7 +91,7 @@ WHERE correct AND {_VERDICTS}
 ORDER BY iteration, ref, purpose, problem_id, sample_id
 """
 
-_PER_PROBLEM = f"""
+PER_PROBLEM = f"""
 WITH per_problem AS (
     -- scores has one verdict row per sample (and verifier), so rows count samples: no DISTINCT needed.
     -- pass@K uses sampled rows: greedy evaluation rows (temperature 0) are one fixed answer; only eval
@@ -109,7 +106,7 @@ WITH per_problem AS (
     GROUP BY iteration, ref, purpose, problem_id
 )"""
 
-COVERAGE = _PER_PROBLEM + """,
+COVERAGE = PER_PROBLEM + """,
 across AS (  -- every grow iteration together: solved in none, or in exactly one sample overall
     SELECT NULL::BIGINT AS iteration, NULL::VARCHAR AS ref, 'grow (all iterations)' AS purpose, problem_id,
            sum(n)::BIGINT AS n, sum(c)::BIGINT AS c
@@ -127,7 +124,7 @@ GROUP BY iteration, ref, purpose
 ORDER BY iteration NULLS LAST, ref, purpose
 """
 
-COVERAGE_LIST = _PER_PROBLEM + """
+COVERAGE_LIST = PER_PROBLEM + """
 -- Problems never solved, or solved by exactly one sample, over all grow iterations.
 SELECT p.problem_id, sum(n) AS samples, sum(c) AS correct,
        CASE WHEN sum(c) = 0 THEN 'never solved' ELSE 'solved once' END AS status,
@@ -310,75 +307,6 @@ def run_audit(con, name: str, listing: bool = False) -> AuditResult:
     return AuditResult(run_query(con, audit_sql(name, listing)))
 
 
-# ---------------------------------------------------------------------------------------- plot data
-
-
-def _csv(rows: list[dict], columns: list[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-def _wide(rows: list[dict], key: str, column: str, value: str, fill=0, order=None) -> tuple[list[dict], list[str]]:
-    """Long rows (key, column, value) as one row per key (sorted by `order`) with a column per distinct `column`."""
-    columns = sorted({r[column] for r in rows})
-    table: dict = {}
-    for r in rows:
-        table.setdefault(r[key], {key: r[key], **{c: fill for c in columns}})[r[column]] = r[value]
-    return [table[k] for k in sorted(table, key=order)], [key, *columns]
-
-
-def write_plot_data(root: Path = Path(".")) -> list[Path]:
-    """Write the data of the DVC plots under `root/metrics/plots/`; returns the files written.
-
-    - filter.csv: iteration (or ReST step, e.g. 1b), kept, dropped_<reason>... (samples per outcome)
-    - solve_rates.csv: solve_rate (bin start, 0.0..1.0 in tenths), iter<i>... (grow problems per bin)
-    - audit_rates.csv: iteration, pass_at_1, pass_at_k, wrong_reasoning_rate, kept_wrong_reasoning_rate,
-      distinct_paths, kept_precision (grow samples; a ReST step's row has only what its filter changes)
-    """
-    root = Path(root)
-    out = root / "metrics" / "plots"
-    con = connect(root)
-    try:
-        q = lambda sql: run_query(con, sql).to_pylist()  # noqa: E731
-        written = []
-        outcome = q("SELECT ref AS iteration, replace(replace(outcome, 'dropped: ', 'dropped_'), ' ', '_') AS outcome, "
-                    f"samples FROM ({FILTER})")
-        rows, cols = _wide(outcome, "iteration", "outcome", "samples", order=ref_order)
-        written.append(_write(out / "filter.csv", rows, cols))
-        rates = q(f"""{_PER_PROBLEM}
-            SELECT least(floor(c / n * 10) / 10, 1.0) AS solve_rate, 'iter' || iteration AS iteration, count(*) AS problems
-            FROM per_problem WHERE purpose = 'grow' GROUP BY ALL""")
-        rows, cols = _wide(rates, "solve_rate", "iteration", "problems")
-        written.append(_write(out / "solve_rates.csv", rows, cols))
-        written.append(_write(out / "audit_rates.csv", *_audit_rates(con)))
-    finally:
-        con.close()
-    return written
-
-
-def _audit_rates(con) -> tuple[list[dict], list[str]]:
-    by_ref: dict[str, dict] = {}  # keyed by ref: an iteration ('1') or a ReST step's filter ('1b')
-    columns = ["iteration", "pass_at_1", "pass_at_k", "wrong_reasoning_rate", "kept_wrong_reasoning_rate",
-               "distinct_paths", "kept_precision"]
-    for sql, fields in ((COVERAGE, {"pass_at_1": "pass_at_1", "pass_at_k": "pass_at_k"}),
-                        (WRONG_REASONING, {"rate": "wrong_reasoning_rate", "kept_rate": "kept_wrong_reasoning_rate"}),
-                        (DIVERSITY, {"distinct_paths": "distinct_paths"}),
-                        (PRECISION, {"kept_precision": "kept_precision"})):
-        for r in run_query(con, sql).to_pylist():
-            if r["purpose"] == "grow" and r["ref"] is not None:
-                row = by_ref.setdefault(r["ref"], {c: "" for c in columns} | {"iteration": r["ref"]})
-                row.update({ours: ("" if r[theirs] is None else r[theirs]) for theirs, ours in fields.items()})
-    return [by_ref[k] for k in sorted(by_ref, key=ref_order)], columns
-
-
-def _write(path: Path, rows: list[dict], columns: list[str]) -> Path:
-    write_text(path, _csv(rows, columns))
-    return path
-
-
 # ----------------------------------------------------------------------------------------- command
 
 
@@ -393,8 +321,7 @@ def audit_command(
 ) -> None:
     """Audit the loop's data: wrong reasoning, coverage, diversity, filter, reward model vs verifier."""
     with user_errors():
-        if fmt not in FORMATS:
-            raise RestemError(f"--format {fmt!r}: choose one of {list(FORMATS)}")
+        check_format(fmt)
         if show_sql:
             typer.echo(audit_sql(name, listing))
             return

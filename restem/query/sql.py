@@ -11,17 +11,12 @@ equations of a solution), `is_reward_model(verifier)` (SQL macro), `text_steps_v
 
 Parquet files are read in place (nothing is loaded until a query needs it), so queries over
 millions of rows stream. `--rev REV` reads a git revision or DVC experiment instead of the working
-tree: the needed files (tables, restem.json, metrics JSON; never checkpoints) are copied out of
-git and the DVC cache into a temp folder through `dvc.api.DVCFileSystem`, nothing is checked out.
+tree (`restem.query.rev` copies its files out); `restem.query.output` prints the result.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import shutil
-import sys
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +28,11 @@ import typer
 from restem.cli.errors import user_errors
 from restem.schemas.errors import RestemError
 from restem.schemas.io import arrow_schema
-from restem.schemas.refs import PATTERN as REF, Ref
+from restem.schemas.refs import Ref
 from restem.schemas.tables import Kept, Problem, Rejected, Sample, Score
+from restem.query.output import check_format, render
+from restem.query.rev import materialise_rev
 from restem.query.views import GRADED_SCORE_COLUMNS, METRICS_SCHEMA, MODELS_SCHEMA, schema_doc
-
-FORMATS = ("table", "csv", "json")
 
 EXAMPLES = """\
 restem sql "SELECT iteration, purpose, count(*) FROM samples GROUP BY ALL ORDER BY ALL"
@@ -305,71 +300,6 @@ def run_query(con, query: str) -> pa.Table:
                           "quote names with special characters in double quotes") from None
 
 
-# ------------------------------------------------------------------------------------- --rev support
-
-
-_WANTED = [
-    re.compile(r"^data/problems/[^/]+\.parquet$"),
-    re.compile(rf"^data/(eval/)?iter{REF}/(samples|scores|kept|rejected)\.parquet$"),
-    re.compile(r"^data/voters/(samples|scores)\.parquet$"),
-    re.compile(rf"^models/iter{REF}/restem\.json$"),
-    re.compile(rf"^metrics/iterations/iter{REF}\.json$"),
-]
-
-
-def _git_root(start: Path) -> Path:
-    for folder in [start.resolve(), *start.resolve().parents]:
-        if (folder / ".git").exists():
-            return folder
-    raise RestemError(f"{start}: not inside a git repository; --rev needs the git+DVC project")
-
-
-def wanted(path: str) -> bool:
-    """Whether a repo-relative path is one of the files the views read."""
-    return any(p.match(path) for p in _WANTED)
-
-
-@contextmanager
-def materialise_rev(root: Path, rev: str) -> Iterator[Path]:
-    """A temp folder holding the workspace files of `rev` (git revision or DVC experiment name).
-
-    Reads through DVC's file system (git objects + DVC cache), so nothing is checked out; the
-    folder is deleted on exit. Model checkpoints are never copied (only restem.json).
-    """
-    from dvc.api import DVCFileSystem
-    from dvc.exceptions import DvcException
-    from scmrepo.exceptions import SCMError
-
-    repo = _git_root(Path(root))
-    prefix = Path(root).resolve().relative_to(repo).as_posix()
-    prefix = "" if prefix == "." else prefix + "/"
-    tmp = Path(tempfile.mkdtemp(prefix="restem-rev-"))
-    try:
-        try:
-            fs = DVCFileSystem(repo=str(repo), rev=rev)
-            copied = 0
-            for top in ("data", "models", "metrics"):
-                base = f"/{prefix}{top}"
-                if not fs.exists(base):
-                    continue
-                for path in fs.find(base):
-                    rel = path.lstrip("/")[len(prefix):]
-                    if wanted(rel):
-                        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                        fs.get_file(path, str(tmp / rel))
-                        copied += 1
-        except (DvcException, SCMError) as exc:
-            raise RestemError(f"--rev {rev!r}: {exc}; give a git branch, tag, commit or a DVC experiment "
-                              "name (`dvc exp list --all-commits`), and make sure its outputs are in the "
-                              "DVC cache (`dvc pull --rev`/`dvc exp pull`)") from None
-        if not copied:
-            raise RestemError(f"--rev {rev!r}: no workspace tables at that revision; was `dvc repro` run "
-                              "and committed there?")
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 @contextmanager
 def open_workspace(root: Path = Path("."), rev: Optional[str] = None, **kwargs) -> Iterator:
     """A DuckDB connection with the views of `root` at `rev` (working tree when rev is None)."""
@@ -388,46 +318,6 @@ def open_workspace(root: Path = Path("."), rev: Optional[str] = None, **kwargs) 
             con.close()
 
 
-# ------------------------------------------------------------------------------------------ output
-
-
-def _cell(value) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
-def render(table: pa.Table, fmt: str, max_rows: int = 200, out=None) -> None:
-    """Write `table` to `out` (stdout) as a rich table, CSV or JSON (a list of records)."""
-    out = out or sys.stdout
-    if fmt == "csv":
-        import csv
-
-        # the csv module, not pyarrow's writer: pyarrow quotes every header name
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(table.column_names)
-        for batch in table.to_batches():
-            for row in batch.to_pylist():
-                writer.writerow(["" if v is None else v for v in row.values()])
-    elif fmt == "json":
-        out.write(json.dumps(table.to_pylist(), default=str, ensure_ascii=False, indent=1) + "\n")
-    elif fmt == "table":
-        from rich.console import Console
-        from rich.table import Table
-
-        view = Table(*table.column_names, show_lines=False)
-        for row in table.slice(0, max_rows).to_pylist():
-            view.add_row(*(_cell(row[c]) for c in table.column_names))
-        console = Console(file=out, width=200 if not out.isatty() else None)
-        console.print(view)
-        if table.num_rows > max_rows:
-            console.print(f"({table.num_rows} rows, first {max_rows} shown; use --format csv for all)")
-    else:
-        raise RestemError(f"--format {fmt!r}: choose one of {list(FORMATS)}")
-
-
 # ----------------------------------------------------------------------------------------- command
 
 
@@ -444,8 +334,7 @@ def sql_command(
         typer.echo(schema_doc() + "\nexamples\n" + EXAMPLES)
         return
     with user_errors():
-        if fmt not in FORMATS:
-            raise RestemError(f"--format {fmt!r}: choose one of {list(FORMATS)}")
+        check_format(fmt)
         with open_workspace(root, rev) as con:
             result = run_query(con, query or "")
         render(result, fmt, max_rows)

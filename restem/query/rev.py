@@ -1,0 +1,78 @@
+"""`--rev REV` of `restem sql` and `restem audit`: the workspace files of a git revision or DVC experiment.
+
+The needed files (tables, restem.json, metrics JSON; never checkpoints) are copied out of git and the DVC
+cache into a temp folder through `dvc.api.DVCFileSystem`; nothing is checked out.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from restem.schemas.errors import RestemError
+from restem.schemas.refs import PATTERN as REF
+
+_WANTED = [
+    re.compile(r"^data/problems/[^/]+\.parquet$"),
+    re.compile(rf"^data/(eval/)?iter{REF}/(samples|scores|kept|rejected)\.parquet$"),
+    re.compile(r"^data/voters/(samples|scores)\.parquet$"),
+    re.compile(rf"^models/iter{REF}/restem\.json$"),
+    re.compile(rf"^metrics/iterations/iter{REF}\.json$"),
+]
+
+
+def _git_root(start: Path) -> Path:
+    for folder in [start.resolve(), *start.resolve().parents]:
+        if (folder / ".git").exists():
+            return folder
+    raise RestemError(f"{start}: not inside a git repository; --rev needs the git+DVC project")
+
+
+def wanted(path: str) -> bool:
+    """Whether a repo-relative path is one of the files the views read."""
+    return any(p.match(path) for p in _WANTED)
+
+
+@contextmanager
+def materialise_rev(root: Path, rev: str) -> Iterator[Path]:
+    """A temp folder holding the workspace files of `rev` (git revision or DVC experiment name).
+
+    Reads through DVC's file system (git objects + DVC cache), so nothing is checked out; the
+    folder is deleted on exit. Model checkpoints are never copied (only restem.json).
+    """
+    from dvc.api import DVCFileSystem
+    from dvc.exceptions import DvcException
+    from scmrepo.exceptions import SCMError
+
+    repo = _git_root(Path(root))
+    prefix = Path(root).resolve().relative_to(repo).as_posix()
+    prefix = "" if prefix == "." else prefix + "/"
+    tmp = Path(tempfile.mkdtemp(prefix="restem-rev-"))
+    try:
+        try:
+            fs = DVCFileSystem(repo=str(repo), rev=rev)
+            copied = 0
+            for top in ("data", "models", "metrics"):
+                base = f"/{prefix}{top}"
+                if not fs.exists(base):
+                    continue
+                for path in fs.find(base):
+                    rel = path.lstrip("/")[len(prefix):]
+                    if wanted(rel):
+                        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                        fs.get_file(path, str(tmp / rel))
+                        copied += 1
+        except (DvcException, SCMError) as exc:
+            raise RestemError(f"--rev {rev!r}: {exc}; give a git branch, tag, commit or a DVC experiment "
+                              "name (`dvc exp list --all-commits`), and make sure its outputs are in the "
+                              "DVC cache (`dvc pull --rev`/`dvc exp pull`)") from None
+        if not copied:
+            raise RestemError(f"--rev {rev!r}: no workspace tables at that revision; was `dvc repro` run "
+                              "and committed there?")
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
