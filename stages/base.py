@@ -14,25 +14,13 @@ import json
 from pathlib import Path
 
 from restem.schemas.errors import RestemError
-from restem.schemas.hashing import content_hash, folder_hash
-from restem.schemas.io import atomic_dir, read_rows, write_json, write_rows
+from restem.schemas.hashing import content_hash
+from restem.schemas.io import read_rows, write_rows
 from restem.schemas.params import Params, load_params
 from restem.schemas.tables import Kept, ModelMeta, Problem
 from restem.workspace import iter_dir, log, model_dir, problems_dir, parse_args, stage_main, user_input
 from restem.sampling.engines import set_threads
-from restem.training.modeling import META_FILE, build_char_tokenizer, build_model, save_policy
-
-
-def link_checkpoint(checkpoint: str, out: Path) -> ModelMeta:
-    """Write `out/restem.json` standing for an external checkpoint folder."""
-    path = Path(checkpoint).expanduser().resolve()
-    if not (path / "config.json").is_file():
-        raise RestemError(f"{path}: not a Hugging Face checkpoint folder (no config.json); "
-                          "params: base.checkpoint must name a local folder made by save_pretrained")
-    meta = ModelMeta(model_hash=folder_hash(path), iteration=0, checkpoint=str(path), params={"checkpoint": str(path)})
-    with atomic_dir(out) as tmp:
-        write_json(tmp / META_FILE, json.loads(meta.model_dump_json()))
-    return meta
+from restem.training.modeling import build_char_tokenizer, build_model, link_checkpoint, save_policy
 
 
 def tiny_recipe(params: Params, seed: int):
@@ -76,7 +64,8 @@ def run(params: Params, root: Path = Path(".")) -> ModelMeta:
     out = model_dir(0, root)
     trained_on = iter_dir(0, root) / "train.parquet"
     if params.base.checkpoint:
-        meta = link_checkpoint(str(user_input(params.base.checkpoint, "base", "base.checkpoint", root)), out)
+        meta = link_checkpoint(user_input(params.base.checkpoint, "base", "base.checkpoint", root), out,
+                               "base.checkpoint")
         write_rows(trained_on, Kept, [])
         log(f"base: using checkpoint {meta.checkpoint} ({meta.model_hash})")
         return meta
