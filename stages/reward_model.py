@@ -7,8 +7,10 @@ instead of a verifier). Either `reward_model.checkpoint` names a local Hugging F
 sequence-classification checkpoint (the folder then only records it), or a small one is trained here
 so that the embedded default works offline: the base model samples the Grow pool, the verifier labels
 each sample, and a sequence classifier initialised from the base model learns P(correct | prompt,
-completion) with binary cross-entropy. Problems are split into train and held-out sets, so its
-accuracy and AUC on unseen problems are measured, not assumed.
+completion) with binary cross-entropy, through the same training loop as SFT. Problems are split into
+train and held-out sets, so its accuracy and AUC on unseen problems are measured, not assumed. The model
+code (training, scoring, loading) is restem/training/reward.py; this module reads params, calls it and
+writes the outputs.
 
 With `score.reward: verifier` the stage only writes markers saying it is unused.
 """
