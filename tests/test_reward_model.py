@@ -129,3 +129,47 @@ def test_unused_stages_leave_the_same_markers(tiny_params, tmp_path):
     assert read_rows(tmp_path / "data" / "voters" / "samples.parquet", Sample) == []
     assert read_rows(tmp_path / "data" / "voters" / "scores.parquet", Score) == []
     assert sorted(p.name for p in reward_data_dir(tmp_path).iterdir()) == ["unused.json"]
+
+
+_LAUNCHED = '''
+import json, sys
+from pathlib import Path
+import torch
+from restem.schemas.params import TrainParams
+from restem.training.reward import context_length, new_reward_model, train_reward_model
+from restem.training.sft import is_main_process
+from tests.test_reward_model import ROWS
+model, tok = new_reward_model(Path(sys.argv[1]), 0)
+log = train_reward_model(model, tok, ROWS, TrainParams(epochs=4, lr=3e-3, batch_size=8, seed=0),
+                         context_length(model), "float32")
+if is_main_process():
+    torch.save(model.state_dict(), Path(sys.argv[2]))
+    print("LOG", json.dumps([e["loss"] for e in log]))
+'''
+
+
+@pytest.mark.slow
+def test_two_process_launch_matches_one_process(policy, tmp_path):
+    """The reward model trains under `accelerate launch` like SFT: each process's slice through the wrapped
+    (DDP) forward, gradients synchronised, so the weights are the single process's up to float rounding."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, pythonpath
+    from tests.test_accelerate import _free_port
+
+    script = tmp_path / "launched.py"
+    script.write_text(_LAUNCHED)
+    env = {**os.environ, "PYTHONPATH": pythonpath(), "CUDA_VISIBLE_DEVICES": ""}  # CPUs, gloo
+    logs = {}
+    for n in (1, 2):
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n), "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+               *(["--multi_gpu"] if n > 1 else ["--cpu"]), str(script), str(policy), str(tmp_path / f"w{n}.pt")]
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        logs[n] = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("LOG"))[4:])
+    assert logs[2] == pytest.approx(logs[1], rel=1e-4) and logs[1][-1] < logs[1][0]
+    w1, w2 = torch.load(tmp_path / "w1.pt"), torch.load(tmp_path / "w2.pt")
+    assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-4
