@@ -199,6 +199,8 @@ def train_loop(model, rows: Sequence, params: "TrainParams", objective, replay_r
     """
     import torch
 
+    if not rows:
+        raise ValueError("train_loop: no rows to train on (its callers say which input was empty)")
     accelerator = _accelerator()
     processes, rank = accelerator.num_processes, accelerator.process_index
     if params.batch_size < processes:
