@@ -30,6 +30,29 @@ def model_dir(iteration: int | str, root: Path = Path(".")) -> Path:
     return root / MODELS / f"iter{iteration}"
 
 
+def reward_dir(root: Path = Path(".")) -> Path:
+    """`models/reward`: the learned reward model (or its record of the user's checkpoint)."""
+    return root / MODELS / "reward"
+
+
+def reward_data_dir(root: Path = Path(".")) -> Path:
+    """`data/reward`: the samples and verdicts the reward model was trained and measured on."""
+    return root / DATA / "reward"
+
+
+def write_unused(why: str, metrics: Path, folders: dict[Path, dict[str, type]]) -> None:
+    """The outputs of a stage that the params leave unused: each folder holds `unused.json` saying `why` (and the
+    empty tables named, file -> row schema, for readers that expect them), and the `metrics` file says so."""
+    from restem.schemas.io import atomic_dir, write_json, write_rows
+
+    for folder, tables in folders.items():
+        with atomic_dir(folder) as tmp:
+            for name, schema in tables.items():
+                write_rows(tmp / name, schema, [])
+            write_json(tmp / "unused.json", {"unused": True, "why": why})
+    write_json(metrics, {"used": False})
+
+
 def user_input(value: str, stage: str, field: str, root: Path = Path(".")) -> Path:
     """The user's file or checkpoint that params `field` names, relative paths taken from `root`.
 

@@ -22,7 +22,8 @@ from restem.verifiers.batch import load_problems, score_samples
 
 def with_model_rewards(scores: Sequence[Score], samples: Sequence[dict], root: Path, batch_size: int) -> list[Score]:
     """The same rows with `reward` from the reward model in `models/reward`."""
-    from restem.stages.reward_model import reward_dir, score_with_model
+    from restem.training.reward import score_with_model
+    from restem.workspace import reward_dir
 
     rewards, rm_hash = score_with_model(reward_dir(root), samples, batch_size)
     return [sc.model_copy(update={"reward": r, "reward_model": rm_hash}) for sc, r in zip(scores, rewards)]

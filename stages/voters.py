@@ -25,8 +25,8 @@ from restem.schemas.hashing import content_hash
 from restem.schemas.io import atomic_dir, read_rows, write_json, write_rows
 from restem.schemas.params import Params
 from restem.schemas.tables import Problem, Sample, Score
-from restem.workspace import (METRICS, log, partial_dir, problems_dir, user_input,
-                              voters_data_dir, voters_model_dir)
+from restem.workspace import (METRICS, log, partial_dir, problems_dir, user_input, voters_data_dir,
+                              voters_model_dir, write_unused)
 from restem.sampling.engines import SamplingParams, set_threads
 
 PURPOSE = "vote"
@@ -37,19 +37,10 @@ def voter_names(params: Params) -> list[str]:
     return [f"seed{s}" for s in v.seeds] + [f"ckpt{i + 1}" for i in range(len(v.checkpoints))]
 
 
-def _write_tables(root: Path, samples: list, scores: list, extra: dict | None = None) -> None:
+def _write_tables(root: Path, samples: list, scores: list) -> None:
     with atomic_dir(voters_data_dir(root)) as tmp:
         write_rows(tmp / "samples.parquet", Sample, samples)
         write_rows(tmp / "scores.parquet", Score, scores)
-        if extra is not None:
-            write_json(tmp / "unused.json", extra)
-
-
-def _write_unused(root: Path, why: str) -> None:
-    with atomic_dir(voters_model_dir(root)) as tmp:
-        write_json(tmp / "unused.json", {"unused": True, "why": why})
-    _write_tables(root, [], [], {"unused": True, "why": why})
-    write_json(root / METRICS / "voters.json", {"used": False})
 
 
 def _trained_voter(params: Params, root: Path, name: str, seed: int) -> Path:
@@ -71,7 +62,7 @@ def _trained_voter(params: Params, root: Path, name: str, seed: int) -> Path:
 def build_voters(params: Params, root: Path) -> dict[str, Path]:
     """Train or link every voter into models/voters/<name> (atomically, all or none); name -> folder.
     Each trained voter is kept aside as soon as it is done, so a rerun after a crash trains only the rest."""
-    from restem.stages.base import link_checkpoint
+    from restem.training.modeling import link_checkpoint
 
     names = voter_names(params)
     v = params.filter.voters
@@ -82,7 +73,7 @@ def build_voters(params: Params, root: Path) -> dict[str, Path]:
             shutil.copytree(folder, tmp / name)
         for name, checkpoint in zip(names[len(v.seeds):], checkpoints):
             try:
-                meta = link_checkpoint(str(checkpoint), tmp / name)
+                meta = link_checkpoint(checkpoint, tmp / name, "filter.voters.checkpoints")
             except RestemError as exc:
                 raise RestemError(f"filter.voters.checkpoints: {exc}") from None
             log(f"voters: {name} is {meta.checkpoint} ({meta.model_hash})")
@@ -120,7 +111,8 @@ def answer(params: Params, folders: dict[str, Path], problems: list[dict]) -> tu
 
 def run(params: Params, root: Path = Path(".")) -> dict:
     if params.filter.mode != "agreement":
-        _write_unused(root, f"filter.mode is `{params.filter.mode}`")
+        write_unused(f"filter.mode is `{params.filter.mode}`", root / METRICS / "voters.json", {
+            voters_model_dir(root): {}, voters_data_dir(root): {"samples.parquet": Sample, "scores.parquet": Score}})
         log(f"voters: not used (filter.mode is `{params.filter.mode}`)")
         return {"used": False}
     if params.filter.require_consistent:  # the filter will ask for it: say so before training any voter

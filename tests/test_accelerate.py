@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, TINY, write_params, pythonpath
+from conftest import TINY, write_params, pythonpath
 from restem.schemas.params import Architecture, Params, TrainParams
 from restem.stages import filter as filter_stage
 from restem.stages import grow, improve, problems, score

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, write_params, pythonpath
+from conftest import write_params, pythonpath
 from restem.schemas.errors import RestemError
 from restem.schemas.io import read_rows, write_rows
 from restem.schemas.params import Params

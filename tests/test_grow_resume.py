@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from conftest import REPO, TINY, write_params, pythonpath
+from conftest import TINY, write_params, pythonpath
 from restem.schemas.params import Params
 from restem.stages import grow, problems
 from restem.workspace import iter_dir

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, TINY, write_params, pythonpath
+from conftest import TINY, write_params, pythonpath
 from restem.schemas.errors import RestemError
 from restem.schemas.params import Params
 from restem.stages import evaluate, grow, problems

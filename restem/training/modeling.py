@@ -140,6 +140,23 @@ def resolve_checkpoint(folder: Path) -> Path:
     return folder
 
 
+def link_checkpoint(checkpoint: str | Path, out: Path, field: str, iteration: int | str = 0,
+                    kind: str = "a local folder made by save_pretrained") -> ModelMeta:
+    """Write `out/restem.json` standing for the user's checkpoint folder that params `field` names (`kind`: what
+    it must be), recorded by path and content hash; no weights are copied."""
+    from restem.schemas.io import atomic_dir
+
+    path = Path(checkpoint).expanduser().resolve()
+    if not (path / "config.json").is_file():
+        raise RestemError(f"{path}: not a Hugging Face checkpoint folder (no config.json); "
+                          f"params: {field} must name {kind}")
+    meta = ModelMeta(model_hash=folder_hash(path), iteration=iteration, checkpoint=str(path),
+                     params={"checkpoint": str(path)})
+    with atomic_dir(out) as tmp:
+        write_json(tmp / META_FILE, json.loads(meta.model_dump_json()))
+    return meta
+
+
 def model_hash(folder: Path) -> str:
     """The content hash recorded in restem.json, or computed from the files when there is none."""
     meta = read_meta(folder)

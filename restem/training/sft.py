@@ -1,4 +1,6 @@
-"""Supervised fine-tuning with the loss on completion tokens only (used by `base` and `improve`).
+"""The training loop, and supervised fine-tuning with the loss on completion tokens only (used by `base`
+and `improve`; the reward model, restem/training/reward.py, trains through the same `train_loop` with its
+own objective).
 
 A seeded PyTorch loop run through Hugging Face Accelerate: AdamW, warmup then cosine/linear/constant
 schedule, gradient clipping, shuffling from a `torch.Generator`. Same rows, params and seed give the
@@ -20,6 +22,8 @@ from typing import TYPE_CHECKING, Sequence
 from restem.schemas.errors import RestemError
 
 if TYPE_CHECKING:
+    import torch
+
     from restem.schemas.params import TrainParams
 
 
@@ -34,16 +38,26 @@ def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_len: int) -> l
     return out
 
 
-def _collate(batch: list[tuple[list[int], int]], pad_id: int):
+def pad_right(rows: Sequence[list[int]], pad_id: int):
+    """(input_ids, attention_mask) of token-id rows, padded on the right to the longest."""
     import torch
 
-    width = max(len(ids) for ids, _ in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, (ids, n_prompt) in enumerate(batch):
+    width = max(len(ids) for ids in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, ids in enumerate(rows):
         input_ids[row, : len(ids)] = torch.tensor(ids)
         mask[row, : len(ids)] = 1
+    return input_ids, mask
+
+
+def _collate(batch: list[tuple[list[int], int]], pad_id: int):
+    """`pad_right` of the rows, and labels: the completion tokens (-100 on the prompt and the padding)."""
+    import torch
+
+    input_ids, mask = pad_right([ids for ids, _ in batch], pad_id)
+    labels = torch.full(input_ids.shape, -100, dtype=torch.long)
+    for row, (ids, n_prompt) in enumerate(batch):
         labels[row, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
     return input_ids, mask, labels
 
@@ -59,10 +73,10 @@ def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def target_count(batch: Sequence[tuple[list[int], int]]) -> int:
-    """How many tokens of these encoded rows carry a loss: every completion token that has a
-    preceding token to predict it from (the same tokens `_collate`'s labels mark, after the shift)."""
-    return sum(max(0, len(ids) - max(n_prompt, 1)) for ids, n_prompt in batch)
+def target_count(batch: Sequence[tuple]) -> int:
+    """How many tokens of these encoded rows (`(ids, n_prompt, ...)`) carry a loss: every completion token that
+    has a preceding token to predict it from (the same tokens `_collate`'s labels mark, after the shift)."""
+    return sum(max(0, len(row[0]) - max(row[1], 1)) for row in batch)
 
 
 def completion_loss_sum(logits, labels, weights=None):
@@ -150,37 +164,54 @@ def is_main_process() -> bool:
     return PartialState(cpu=_cpu_only()).is_main_process
 
 
-def train_sft(model, tokenizer, pairs: Sequence[tuple[str, str]], params: "TrainParams", max_len: int,
-              log_every: int = 10, weights: Sequence[float] | None = None,
-              replay: Sequence[tuple[str, str]] = (), precision: str = "auto") -> list[dict]:
-    """Fine-tune `model` in place on (prompt, completion) pairs; returns the loss log by step.
+class CompletionLoss:
+    """SFT's objective for `train_loop`: next-token cross-entropy on the completion tokens of rows
+    `(ids, n_prompt, weight)` from `encode_pairs` (weight None: unweighted; else each row's loss times it)."""
 
-    `weights` (one per pair) turns on the reward-weighted loss. With `params.replay` > 0, that share of
-    every global batch is drawn from `replay` (the demonstrations) through its own shuffled stream.
-    The number of steps is `params.steps`, or `params.epochs` passes over `pairs`.
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
 
-    Each logged loss is the mean token loss of the global batches since the previous entry. Under a
-    multi-process launch every process returns the same log and holds the same weights.
+    def count(self, batch: Sequence[tuple]) -> int:
+        return target_count(batch)
+
+    def loss_sum(self, model, batch: Sequence[tuple], device) -> "torch.Tensor":
+        import torch
+
+        input_ids, mask, labels = (t.to(device) for t in _collate([row[:2] for row in batch], self.pad_id))
+        weights = None if batch[0][2] is None else torch.tensor([row[2] for row in batch], dtype=torch.float32)
+        logits = model(input_ids=input_ids, attention_mask=mask).logits
+        return completion_loss_sum(logits, labels, weights)
+
+
+def train_loop(model, rows: Sequence, params: "TrainParams", objective, replay_rows: Sequence = (),
+               log_every: int = 10, precision: str = "auto") -> list[dict]:
+    """The one training loop (SFT and the reward model): train `model` in place on encoded `rows`; returns the
+    loss log by step.
+
+    `objective` says what a row's loss is: `objective.count(batch)`, the number of loss terms of a global batch
+    (the mean's denominator), and `objective.loss_sum(model, rows, device)`, the summed loss of this process's
+    rows (the forward included; run under bf16 autocast where `precision` asks for it, see `_autocast`).
+    With `params.replay` > 0, that share of every global batch is drawn from `replay_rows` through its own
+    shuffled stream. The number of steps is `params.steps`, or `params.epochs` passes over `rows`.
+
+    Each logged loss is the mean loss of the global batches since the previous entry. Under a multi-process
+    launch every process returns the same log and holds the same weights.
     """
     import torch
 
-    if not pairs:
-        raise RestemError("no training rows: the kept set is empty (lower the filter's bar or sample more)")
+    if not rows:
+        raise ValueError("train_loop: no rows to train on (its callers say which input was empty)")
     accelerator = _accelerator()
     processes, rank = accelerator.num_processes, accelerator.process_index
     if params.batch_size < processes:
         raise RestemError(f"train batch_size {params.batch_size} is smaller than the {processes} training processes: "
-                          "raise batch_size (params: improve.batch_size or base.train.batch_size) or launch fewer")
-    if weights is not None and len(weights) != len(pairs):
-        raise ValueError("one weight per training pair")
-    if params.replay and not replay:
-        raise RestemError("improve.replay > 0 but there are no demonstrations to replay "
-                          "(data/problems/demos.parquet is empty); set improve.replay: 0")
-    encoded = encode_pairs(tokenizer, pairs, max_len)
-    replayed = encode_pairs(tokenizer, replay, max_len) if params.replay else []
+                          "raise batch_size (params: improve.batch_size, base.train.batch_size or "
+                          "reward_model.train.batch_size) or launch fewer")
     n_replay = round(params.batch_size * params.replay) if params.replay else 0
+    if n_replay and not replay_rows:
+        raise RestemError("train replay > 0 but there are no rows to replay; set replay: 0")
     n_main = max(1, params.batch_size - n_replay)
-    n = len(encoded)
+    n = len(rows)
     steps_per_epoch = math.ceil(n / n_main)
     total = params.steps or max(1, round(params.epochs * steps_per_epoch))
     warmup = int(params.warmup_ratio * total)
@@ -203,23 +234,16 @@ def train_sft(model, tokenizer, pairs: Sequence[tuple[str, str]], params: "Train
         if len(order) < n_main:
             order += torch.randperm(n, generator=gen).tolist()
         idx, order = order[:n_main], order[n_main:]
-        batch = [encoded[i] for i in idx]
-        row_weights = [weights[i] for i in idx] if weights is not None else None
+        batch = [rows[i] for i in idx]
         if n_replay:
             while len(replay_order) < n_replay:
-                replay_order += torch.randperm(len(replayed), generator=replay_gen).tolist()
-            batch += [replayed[i] for i in replay_order[:n_replay]]
+                replay_order += torch.randperm(len(replay_rows), generator=replay_gen).tolist()
+            batch += [replay_rows[i] for i in replay_order[:n_replay]]
             replay_order = replay_order[n_replay:]
-            row_weights = row_weights + [1.0] * n_replay if row_weights is not None else None
-        targets = max(1, target_count(batch))
-        input_ids, mask, labels = (t.to(accelerator.device) for t in
-                                   _collate(process_slice(batch, rank, processes), tokenizer.pad_token_id))
-        slice_weights = (torch.tensor(process_slice(row_weights, rank, processes), dtype=torch.float32)
-                         if row_weights is not None else None)
+        targets = max(1, objective.count(batch))
+        mine = process_slice(batch, rank, processes)
         with _autocast(precision, accelerator.device):
-            logits = wrapped(input_ids=input_ids, attention_mask=mask).logits
-            # this slice's share of the global mean
-            batch_loss = completion_loss_sum(logits, labels, slice_weights) / targets
+            batch_loss = objective.loss_sum(wrapped, mine, accelerator.device) / targets  # its share of the global mean
         optim.zero_grad(set_to_none=True)
         accelerator.backward(batch_loss * processes)
         accelerator.clip_grad_norm_(wrapped.parameters(), 1.0)
@@ -237,3 +261,26 @@ def train_sft(model, tokenizer, pairs: Sequence[tuple[str, str]], params: "Train
     model.to(home)
     accelerator.wait_for_everyone()
     return log
+
+
+def train_sft(model, tokenizer, pairs: Sequence[tuple[str, str]], params: "TrainParams", max_len: int,
+              log_every: int = 10, weights: Sequence[float] | None = None,
+              replay: Sequence[tuple[str, str]] = (), precision: str = "auto") -> list[dict]:
+    """Fine-tune `model` in place on (prompt, completion) pairs with `train_loop`; returns the loss log by step.
+
+    `weights` (one per pair) turns on the reward-weighted loss. With `params.replay` > 0, that share of
+    every global batch is drawn from `replay` (the demonstrations). Each logged loss is the mean token loss.
+    """
+    if not pairs:
+        raise RestemError("no training rows: the kept set is empty (lower the filter's bar or sample more)")
+    if weights is not None and len(weights) != len(pairs):
+        raise ValueError("one weight per training pair")
+    if params.replay and not replay:
+        raise RestemError("improve.replay > 0 but there are no demonstrations to replay "
+                          "(data/problems/demos.parquet is empty); set improve.replay: 0")
+    weighted = weights is not None
+    rows = [(ids, n_prompt, weights[i] if weighted else None)
+            for i, (ids, n_prompt) in enumerate(encode_pairs(tokenizer, pairs, max_len))]
+    replayed = [(ids, n_prompt, 1.0 if weighted else None)
+                for ids, n_prompt in (encode_pairs(tokenizer, replay, max_len) if params.replay else [])]
+    return train_loop(model, rows, params, CompletionLoss(tokenizer.pad_token_id), replayed, log_every, precision)
