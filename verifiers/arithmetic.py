@@ -13,7 +13,7 @@ import random
 import re
 from typing import Any, Mapping, Optional
 
-from restem.verifiers.base import Verdict
+from restem.verifiers.verdict import Verdict
 
 _PROMPT = re.compile(r"^\s*(\d+)\+(\d+)=\s*$")
 _STEP = re.compile(r"^(\d)\+(\d)\+(\d)=(\d{1,2})$")

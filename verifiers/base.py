@@ -1,28 +1,14 @@
-"""The verifier interface, the table of verifiers by name, and batch scoring."""
+"""The verifier interface, the one registry of verifiers by name (with how a batch runs and each one's optional
+abilities), and in-process batch scoring. Verdicts live in verifiers/verdict.py."""
 
 from __future__ import annotations
 
 import functools
-import json
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Optional, Protocol
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from restem.schemas.errors import RestemError
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What a verifier says about one completion."""
-
-    verdict: str  # correct | incorrect | unverifiable | error
-    reward: float
-    correct: Optional[bool]
-    extracted: Optional[str] = None
-    steps_valid: Optional[bool] = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def details_json(self) -> str:
-        return json.dumps(self.details, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+from restem.verifiers.verdict import Verdict, error_verdict
 
 
 class Verifier(Protocol):
@@ -159,10 +145,6 @@ def get_verifier_entry(name: str) -> VerifierEntry:
     if name not in _VERIFIERS:
         raise RestemError(f"{unknown_verifier(name)} (params.yaml: score.verifier)")
     return _VERIFIERS[name]
-
-
-def error_verdict(exc: BaseException) -> Verdict:
-    return Verdict("error", 0.0, None, None, None, {"error": f"{type(exc).__name__}: {exc}"})
 
 
 def score_all(verifier: Verifier, items: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Verdict]:

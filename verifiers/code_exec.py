@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any, Mapping, Optional, Sequence
 
-from restem.verifiers.base import Verdict
+from restem.verifiers.verdict import Verdict
 from restem.verifiers.sandbox import Limits, Sandbox, SandboxPool, shared_pool
 
 __all__ = ["AppsVerifier", "HumanEvalVerifier", "Limits", "Sandbox", "SandboxPool", "grade_apps", "grade_humaneval",

@@ -11,7 +11,7 @@ import re
 from fractions import Fraction
 from typing import Any, Mapping, Optional
 
-from restem.verifiers.base import Verdict
+from restem.verifiers.verdict import Verdict
 
 _ANSWER_IS = re.compile(r"answer is[:\s]*(.+)", re.IGNORECASE)
 

@@ -35,7 +35,7 @@ from functools import lru_cache
 from importlib.metadata import version as _dist_version
 from typing import Any, Mapping, Optional
 
-from restem.verifiers.base import Verdict
+from restem.verifiers.verdict import Verdict
 from restem.verifiers.math_extract import DEFAULT_EXTRACTION, check_mode, extract_answer, reference_answer
 from restem.verifiers.math_text import (DECIMAL, DECIMAL_COMMA, IRRATIONAL, PLAIN_MATH, PLAIN_NAMES, PM, WORD_ANSWER,
                                  clean_answer, exact_number, one_value, structure)

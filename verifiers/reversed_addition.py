@@ -19,7 +19,7 @@ import re
 import string
 from typing import Any, Mapping, Optional
 
-from restem.verifiers.base import Verdict
+from restem.verifiers.verdict import Verdict
 
 LETTERS = string.ascii_lowercase
 _PROMPT = re.compile(r"^((?:\d\d[a-z])+)=$")

@@ -58,7 +58,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Optional, Sequence
 
-from restem.verifiers.base import Verdict
+from restem.verifiers.verdict import Verdict
 from restem.verifiers.isolation import (PRELOAD_MORE, SANDBOX_TMP, bwrap_prefix, isolation_mode, python_hidden_from_others,
                                  sandbox_env, unshare_prefix)
 
