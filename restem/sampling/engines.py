@@ -49,6 +49,20 @@ class Completion:
     completion_tokens: int
 
 
+def completion(tok, ids: Sequence[int], prompt_tokens: int) -> Completion:
+    """A completion from the token ids an engine generated after the prompt: cut at the first EOS (`stop`,
+    the EOS counted as a completion token; `length` without one), pad tokens dropped, decoded. Both engines
+    keep this bookkeeping here, so their rows agree."""
+    ids = list(ids)
+    if tok.eos_token_id in ids:
+        ids, reason = ids[: ids.index(tok.eos_token_id)], "stop"
+    else:
+        reason = "length"
+    ids = [i for i in ids if i != tok.pad_token_id]
+    return Completion(tok.decode(ids, skip_special_tokens=True), reason, int(prompt_tokens),
+                      len(ids) + (reason == "stop"))
+
+
 class Engine(Protocol):
     name: str  # engine and version, recorded in every sample row
 
@@ -188,16 +202,7 @@ class TransformersEngine:
             )
         new = out[:, enc["input_ids"].shape[1] :].tolist()
         prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
-        results = []
-        for ids, plen in zip(new, prompt_lens):
-            if tok.eos_token_id in ids:
-                ids, reason = ids[: ids.index(tok.eos_token_id)], "stop"
-            else:
-                reason = "length"
-            ids = [i for i in ids if i != tok.pad_token_id]
-            text = tok.decode(ids, skip_special_tokens=True)
-            results.append(Completion(text, reason, int(plen), len(ids) + (reason == "stop")))
-        return results
+        return [completion(tok, ids, plen) for ids, plen in zip(new, prompt_lens)]
 
     def generate(self, requests: Sequence[Request], sampling: SamplingParams, progress: str = "") -> list[Completion]:
         """Completions in request order. Requests are batched by prompt length to limit padding."""

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from restem.schemas.errors import RestemError
-from restem.sampling.engines import Completion, Request, SamplingParams
+from restem.sampling.engines import Completion, Request, SamplingParams, completion
 from restem.training.modeling import resolve_checkpoint
 
 GIB = 1 << 30
@@ -110,15 +110,5 @@ class VLLMEngine:
         if progress:
             print(progress, flush=True)
         outputs = self.llm.generate(prompts, params, use_tqdm=bool(progress))
-        results = []
-        for ids, out in zip(encoded, outputs):
-            new = list(out.outputs[0].token_ids)
-            # Same bookkeeping as the transformers engine: cut at EOS (counted), drop pad tokens.
-            if tok.eos_token_id in new:
-                new, reason = new[: new.index(tok.eos_token_id)], "stop"
-            else:
-                reason = "length"
-            new = [i for i in new if i != tok.pad_token_id]
-            text = tok.decode(new, skip_special_tokens=True)
-            results.append(Completion(text, reason, len(ids), len(new) + (reason == "stop")))
-        return results
+        # the same bookkeeping as the transformers engine (engines.completion)
+        return [completion(tok, out.outputs[0].token_ids, len(ids)) for ids, out in zip(encoded, outputs)]

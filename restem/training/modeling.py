@@ -53,6 +53,15 @@ def build_char_tokenizer(charset: str = CHARSET) -> "PreTrainedTokenizerBase":
     )
 
 
+def _shape(tokenizer: "PreTrainedTokenizerBase", arch: Any) -> dict:
+    """The config fields both architectures take from `base.model` and the tokenizer."""
+    return dict(vocab_size=len(tokenizer), hidden_size=arch.hidden_size, intermediate_size=arch.intermediate_size,
+                num_hidden_layers=arch.layers, num_attention_heads=arch.heads, num_key_value_heads=arch.heads,
+                max_position_embeddings=arch.max_positions, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id)
+
+
 def _nope_model(tokenizer: "PreTrainedTokenizerBase", arch: Any) -> "PreTrainedModel":
     """A Llama-shaped model with no positional encoding (NoPE), in a stock architecture.
 
@@ -63,22 +72,7 @@ def _nope_model(tokenizer: "PreTrainedTokenizerBase", arch: Any) -> "PreTrainedM
     """
     from transformers import SmolLM3Config, SmolLM3ForCausalLM
 
-    config = SmolLM3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=arch.hidden_size,
-        intermediate_size=arch.intermediate_size,
-        num_hidden_layers=arch.layers,
-        num_attention_heads=arch.heads,
-        num_key_value_heads=arch.heads,
-        max_position_embeddings=arch.max_positions,
-        rms_norm_eps=1e-6,
-        tie_word_embeddings=True,
-        no_rope_layers=[0] * arch.layers,
-        use_sliding_window=False,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = SmolLM3Config(**_shape(tokenizer, arch), no_rope_layers=[0] * arch.layers, use_sliding_window=False)
     return SmolLM3ForCausalLM(config)
 
 
@@ -99,20 +93,7 @@ def build_model(tokenizer: "PreTrainedTokenizerBase", arch: Any, seed: int) -> "
         model = _nope_model(tokenizer, arch)
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         return model
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=arch.hidden_size,
-        intermediate_size=arch.intermediate_size,
-        num_hidden_layers=arch.layers,
-        num_attention_heads=arch.heads,
-        num_key_value_heads=arch.heads,
-        max_position_embeddings=arch.max_positions,
-        rms_norm_eps=1e-6,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = LlamaConfig(**_shape(tokenizer, arch))
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
