@@ -1,5 +1,7 @@
-"""The stages of the loop (problems, base, grow, score, filter, improve, evaluate) and the CLI.
+"""The stage entry points of the loop (problems, base, reward_model, voters, grow, score, filter, improve,
+evaluate, plots), imported as `restem.stages`.
 
-Each stage module has a typed `run(...)` that tests call and a thin `main()` that DVC calls as
-`python -m restem.stages.<name>`.
+Each module is thin: a typed `run(params, ...)` that reads its inputs, calls the library (`restem/`,
+`restem.verifiers`) and writes its outputs; tests call `run`. DVC runs `python -m restem.stages.<name>`, which is
+the same typer command as `restem <name>` (restem/cli/stages.py). No stage imports another.
 """
