@@ -1,6 +1,6 @@
-"""What every stage shares: the `main` wrapper that turns user errors into a message and exit 2,
-and the standard paths of the workspace (one name per concept: stage `grow` writes
-`data/iter<i>/samples.parquet`, and so on)."""
+"""The workspace layout, in one place: where every stage's outputs and the user's inputs live (one name per
+concept: stage `grow` writes `data/iter<i>/samples.parquet`, and so on). The stages, the SQL views, `--rev`,
+the audits and the export all ask here; plus the progress log every stage writes."""
 
 from __future__ import annotations
 
@@ -14,10 +14,15 @@ DATA = Path("data")
 MODELS = Path("models")
 METRICS = Path("metrics")
 INPUTS = Path("inputs")  # the user's own files: inputs/<stage>/ is a dep of that stage in dvc.yaml
+PROBLEMS = DATA / "problems"
+EVAL = DATA / "eval"  # Evaluate's samples and scores: data/eval/iter<ref>/
+ITERATION_METRICS = METRICS / "iterations"  # metrics/iterations/iter<ref>.json
+META_FILE = "restem.json"  # a model folder's lineage
+TABLES = ("samples", "scores", "kept", "rejected")  # an iteration's tables: data/iter<ref>/<table>.parquet
 
 
 def problems_dir(root: Path = Path(".")) -> Path:
-    return root / DATA / "problems"
+    return root / PROBLEMS
 
 
 def iter_dir(iteration: int | str, root: Path = Path(".")) -> Path:

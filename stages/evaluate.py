@@ -33,7 +33,7 @@ from restem.sampling import engines, sampler
 from restem.stats import summarise
 from restem.training import modeling
 from restem.verifiers.batch import problem_view, score_samples
-from restem.workspace import DATA, METRICS, log, model_dir, problems_dir
+from restem.workspace import EVAL, ITERATION_METRICS, METRICS, log, model_dir, problems_dir
 from restem.sampling.engines import SamplingParams, set_threads
 from restem.sampling.shards import Shard, owned
 from restem.training.modeling import model_hash, read_meta
@@ -165,7 +165,7 @@ def run(params: Params, root: Path = Path("."), shard: Shard | None = None, merg
     problems = read_rows(problems_dir(root) / "test.parquet", Problem)
     models = params.loop.models()
     k = params.evaluate.samples
-    per_iter_dir, eval_dir = root / METRICS / "iterations", root / DATA / "eval"
+    per_iter_dir, eval_dir = root / ITERATION_METRICS, root / EVAL
     if shard is None:  # shards leave other models' results alone
         _drop_stale(per_iter_dir, eval_dir, models)
     mine = [models[n] for n in owned(len(models), shard)]

@@ -17,6 +17,7 @@ import yaml
 
 from restem.schemas.errors import RestemError
 from restem.schemas.refs import Ref
+from restem.workspace import PROBLEMS, TABLES, iter_dir, model_dir
 from restem.publish.layout import CONFIGS, MESSAGE_TYPE, SCHEMAS, TRACE_COLUMNS
 from restem.publish.selection import Selection, sql_refs
 from restem.query.sql import discover, run_query
@@ -127,12 +128,12 @@ def lineage(con, root: Path, rows: list[dict], sel: Optional[Selection] = None) 
         SELECT DISTINCT json_extract_string(details, '$.extraction') AS mode FROM scores
         WHERE iteration IN ({iter_list}) AND json_extract_string(details, '$.extraction') IS NOT NULL
         ORDER BY 1""").to_pylist()]
-    paths = ["data/problems"]
+    paths = [PROBLEMS.as_posix()]  # as dvc.lock names them (restem/workspace.py's layout)
     for r in refs:
-        names = ("kept", "rejected") if r.is_step else ("samples", "scores", "kept", "rejected")
-        paths += [f"data/{r.folder}/{n}.parquet" for n in names]
+        names = ("kept", "rejected") if r.is_step else TABLES
+        paths += [(iter_dir(r, Path()) / f"{n}.parquet").as_posix() for n in names]
     policy_refs = {r for p in per_iter for _, r in p["policies"] if r is not None} | {Ref(0)} | set(refs)
-    paths += [f"models/{r.folder}" for r in sorted(policy_refs) if r in models]
+    paths += [model_dir(r, Path()).as_posix() for r in sorted(policy_refs) if r in models]
     params, inputs = lock_inputs(root, paths)
     sources = sorted({r["source"] or "unknown" for r in rows})
     return {

@@ -15,13 +15,16 @@ from typing import Iterator
 
 from restem.schemas.errors import RestemError
 from restem.schemas.refs import PATTERN as REF
+from restem.workspace import (DATA, EVAL, ITERATION_METRICS, META_FILE, METRICS, MODELS, PROBLEMS, TABLES,
+                              voters_data_dir)
 
+# The files the views read, as the workspace lays them out (restem/workspace.py).
 _WANTED = [
-    re.compile(r"^data/problems/[^/]+\.parquet$"),
-    re.compile(rf"^data/(eval/)?iter{REF}/(samples|scores|kept|rejected)\.parquet$"),
-    re.compile(r"^data/voters/(samples|scores)\.parquet$"),
-    re.compile(rf"^models/iter{REF}/restem\.json$"),
-    re.compile(rf"^metrics/iterations/iter{REF}\.json$"),
+    re.compile(rf"^{PROBLEMS}/[^/]+\.parquet$"),
+    re.compile(rf"^({DATA}|{EVAL})/iter{REF}/({'|'.join(TABLES)})\.parquet$"),
+    re.compile(rf"^{voters_data_dir(Path())}/(samples|scores)\.parquet$"),
+    re.compile(rf"^{MODELS}/iter{REF}/{re.escape(META_FILE)}$"),
+    re.compile(rf"^{ITERATION_METRICS}/iter{REF}\.json$"),
 ]
 
 
@@ -56,7 +59,7 @@ def materialise_rev(root: Path, rev: str) -> Iterator[Path]:
         try:
             fs = DVCFileSystem(repo=str(repo), rev=rev)
             copied = 0
-            for top in ("data", "models", "metrics"):
+            for top in (DATA, MODELS, METRICS):
                 base = f"/{prefix}{top}"
                 if not fs.exists(base):
                     continue

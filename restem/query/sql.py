@@ -33,6 +33,7 @@ from restem.schemas.tables import Kept, Problem, Rejected, Sample, Score
 from restem.query.output import check_format, render
 from restem.query.rev import materialise_rev
 from restem.query.views import GRADED_SCORE_COLUMNS, METRICS_SCHEMA, MODELS_SCHEMA, schema_doc
+from restem.workspace import DATA, EVAL, ITERATION_METRICS, META_FILE, MODELS, problems_dir, voters_data_dir
 
 EXAMPLES = """\
 restem sql "SELECT iteration, purpose, count(*) FROM samples GROUP BY ALL ORDER BY ALL"
@@ -76,25 +77,24 @@ def _one_file(path: Path) -> list[tuple[Optional[Ref], Path]]:
 
 
 def discover(root: Path) -> Workspace:
-    """Every table file under `root` (a workspace laid out as `dvc repro` writes it)."""
+    """Every table file under `root` (a workspace laid out as `dvc repro` writes it: restem/workspace.py)."""
     root = Path(root)
-    data = root / "data"
-    problems = sorted((root / "data" / "problems").glob("*.parquet")) if (data / "problems").is_dir() else []
-    metrics_dir = root / "metrics" / "iterations"
+    data, problems_folder, metrics_dir = root / DATA, problems_dir(root), root / ITERATION_METRICS
+    problems = sorted(problems_folder.glob("*.parquet")) if problems_folder.is_dir() else []
     metrics = sorted(
         (Ref.from_folder(p.stem), p) for p in metrics_dir.glob("iter*.json") if Ref.from_folder(p.stem)
     ) if metrics_dir.is_dir() else []
     return Workspace(root, {
         "problems": [(None, p) for p in problems],
         "samples_grow": _iter_files(data, "samples.parquet"),
-        "samples_eval": _iter_files(data / "eval", "samples.parquet"),
-        "samples_vote": _one_file(data / "voters" / "samples.parquet"),
-        "scores_vote": _one_file(data / "voters" / "scores.parquet"),
+        "samples_eval": _iter_files(root / EVAL, "samples.parquet"),
+        "samples_vote": _one_file(voters_data_dir(root) / "samples.parquet"),
+        "scores_vote": _one_file(voters_data_dir(root) / "scores.parquet"),
         "scores_grow": _iter_files(data, "scores.parquet"),
-        "scores_eval": _iter_files(data / "eval", "scores.parquet"),
+        "scores_eval": _iter_files(root / EVAL, "scores.parquet"),
         "kept": _iter_files(data, "kept.parquet"),
         "rejected": _iter_files(data, "rejected.parquet"),
-        "models": _iter_files(root / "models", "restem.json"),
+        "models": _iter_files(root / MODELS, META_FILE),
         "metrics": metrics,
     })
 

@@ -17,6 +17,7 @@ from restem.schemas.errors import RestemError
 from restem.schemas.hashing import folder_hash
 from restem.schemas.io import write_json
 from restem.schemas.tables import ModelMeta
+from restem.workspace import META_FILE
 
 if TYPE_CHECKING:  # heavy imports stay inside functions
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -24,7 +25,6 @@ if TYPE_CHECKING:  # heavy imports stay inside functions
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 # Characters of the embedded task and of simple user tasks (digits, operators, separators, letters).
 CHARSET = "0123456789+-*/=,;.:()# abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ?!'\"\n"
-META_FILE = "restem.json"
 
 
 def build_char_tokenizer(charset: str = CHARSET) -> "PreTrainedTokenizerBase":
