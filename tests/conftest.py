@@ -84,6 +84,23 @@ def tiny_params(tiny_raw):
     return Params.model_validate(tiny_raw)
 
 
+# What a workspace needs to run the pipeline under DVC: the code, the inputs folders, dvc.yaml and its ignores.
+PROJECT_FILES = ("restem", "stages", "schemas", "verifiers", "inputs", "dvc.yaml", "pyproject.toml", ".dvcignore")
+
+
+def copy_project(root: Path, extra: tuple[str, ...] = ()) -> Path:
+    """Copy PROJECT_FILES (and `extra` names) of this checkout into `root`, bytecode left out."""
+    import shutil
+
+    for name in (*PROJECT_FILES, *extra):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, root / name)
+    return root
+
+
 def write_params(path: Path, raw: dict) -> Path:
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY, write_params
+from conftest import TINY, copy_project, write_params
 
-COPY = ["restem", "stages", "schemas", "verifiers", "inputs", "dvc.yaml", "pyproject.toml", ".dvcignore"]
 
 
 def _run(cmd, cwd, check=True):
@@ -30,13 +29,7 @@ def _stages_run(output: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("workspace")
-    for name in COPY:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, root / name)
+    root = copy_project(tmp_path_factory.mktemp("workspace"))
     write_params(root / "params.yaml", TINY)
     _run(["git", "init", "-q"], root)
     _run(["dvc", "init", "-q"], root)

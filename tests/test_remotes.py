@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY, write_params
+from conftest import REPO, TINY, copy_project, write_params
 
-COPY = ["restem", "stages", "schemas", "verifiers", "inputs", "dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore"]
 # Bytecode must be invisible to DVC: `schemas` and `verifiers` are folder deps, and a fresh clone has no
 # __pycache__, so hashing it would make every stage look changed there (see docs/remotes.md).
 BYTECODE_RULES = ["__pycache__/", "*.pyc"]
@@ -54,12 +53,7 @@ def origin(tmp_path_factory):
     """A git+DVC project with the miniature params, reproduced and committed (metrics in git)."""
     root = tmp_path_factory.mktemp("remotes") / "origin"
     root.mkdir()
-    for name in COPY:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copy(src, root / name)
+    copy_project(root, extra=(".gitignore",))  # the project's .gitignore: metrics are committed past it
     ignore = root / ".dvcignore"
     lines = ignore.read_text().splitlines() if ignore.exists() else []
     ignore.write_text("\n".join(lines + [r for r in BYTECODE_RULES if r not in lines]) + "\n")

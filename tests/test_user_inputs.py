@@ -4,16 +4,15 @@ an error naming the param and the fix. Runs `dvc` on a workspace whose base is a
 is trained (stage base only records the checkpoint and its hash)."""
 
 import json
-import shutil
 
 import pytest
 import yaml
 
-from conftest import REPO, TINY, write_params
+from conftest import TINY, copy_project, write_params
 from restem.schemas.errors import RestemError
 from restem.schemas.params import Params
 from restem.stages import base
-from test_pipeline_dvc import COPY, _run, _stages_run
+from test_pipeline_dvc import _run, _stages_run
 
 
 def _checkpoint(folder, weights: bytes):
@@ -38,13 +37,7 @@ def _raw():
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("inputs")
-    for name in COPY:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, root / name)
+    root = copy_project(tmp_path_factory.mktemp("inputs"))
     _jsonl(root / "inputs/problems/train.jsonl", [(a, 7) for a in range(10, 30)])
     _jsonl(root / "inputs/problems/test.jsonl", [(a, 9) for a in range(10, 20)])
     _checkpoint(root / "inputs/base/my-llm", b"weights one")
