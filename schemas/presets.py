@@ -74,9 +74,10 @@ def _path(name: str) -> Path:
 
 def description(name: str) -> str:
     """What the preset follows: its overlay's first line, without the comment sign."""
-    first = _path(name).read_text().splitlines()[0] if _path(name).read_text() else ""
+    path = _path(name)
+    first = (path.read_text().splitlines() or [""])[0]
     if not first.startswith("#"):
-        raise RestemError(f"{_path(name)}: the first line must be a comment saying what the preset follows")
+        raise RestemError(f"{path}: the first line must be a comment saying what the preset follows")
     return first.lstrip("#").strip()
 
 
