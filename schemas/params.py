@@ -51,11 +51,17 @@ class ArithmeticTask(Section):
 
 
 class ProblemFiles(Section):
-    """A user's own problems: JSONL or Parquet files with at least prompt and reference columns."""
+    """A user's own problems: JSONL or Parquet files, read in one `format` (restem/publish/importers.py)."""
 
     train: str = Field(description="file of the Grow pool")
     test: str = Field(description="file of held-out problems")
     demos: Optional[str] = Field(default=None, description="file of demonstrations (prompt, reference, solution)")
+    format: Literal["columns", "restem", "gsm8k", "math", "humaneval", "apps"] = Field(
+        default="columns", exclude_if=lambda v: v == "columns",  # the default leaves recorded params unchanged
+        description="columns: prompt/reference/... columns named by the *_field keys (plus any test, entry_point, "
+        "input_output, fn_name columns, kept in meta); restem: a Problem table as `restem import problems` writes "
+        "it (every column kept); gsm8k, math, humaneval, apps: the public files, read as `restem import problems "
+        "--format` reads them")
     prompt_field: str = Field(default="prompt", description="column holding the prompt")
     reference_field: str = Field(default="reference", description="column holding the gold final answer")
     solution_field: str = Field(default="solution", description="column holding a gold completion (demos)")

@@ -3,7 +3,11 @@
 Either generates the embedded addition task from a seed (demonstrations for the base model, a
 Grow pool, and named test sets at fixed digit counts, disjoint from each other), or reads a user's
 own JSONL/Parquet files (params: problems.files), which must lie in `inputs/problems/` (a dep of this stage,
-so DVC sees a replaced file). Every row is checked; a bad row names the file, the row and the field.
+so DVC sees a replaced file). `problems.files.format` says how a file is read: `columns` (named columns),
+`restem` (a table from `restem import problems`: meta, subset and difficulty kept; the split is the file's role)
+or a public format (gsm8k, math, humaneval, apps) read by the same rule as `restem import problems`
+(restem/publish/importers.py), so a code problem keeps the tests its verifier runs. Every row is checked;
+a bad row names the file, the row and the field.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import random
 from pathlib import Path
 from typing import Iterator
 
+from restem.publish.importers import VERIFIER_FIELDS, guess_format, problem_rows, table_rows
 from restem.schemas.errors import RestemError
+from restem.schemas.hashing import canonical_json
 from restem.schemas.io import atomic_dir, read_records, write_rows
 from restem.schemas.params import ArithmeticTask, Params, ProblemFiles
 from restem.schemas.tables import Problem
@@ -100,17 +106,39 @@ def _read_records(path: Path) -> list[dict]:
 
 
 def read_problem_file(path: Path, files: ProblemFiles, split: str, need_solution: bool = False) -> list[Problem]:
-    """Problems from a user's file, every row checked."""
-    records = _read_records(path)
-    if not records:
+    """Problems from a user's file in `files.format`, every row checked."""
+    if files.format == "columns":
+        out = _read_columns(path, files, split, need_solution)
+    else:
+        if not path.exists():
+            raise RestemError(f"{path}: problem file not found (params: problems.files)")
+        # One reader per format, shared with `restem import problems` (restem/publish/importers.py).
+        if files.format == "restem":
+            out = table_rows(path, split)
+        else:
+            out, _ = problem_rows(path, files.format, split, subset=split)
+        if need_solution:
+            for problem in out:
+                if problem.solution is None:
+                    raise RestemError(f"{path}: problem {problem.prompt[:40]!r} has no solution; a demonstration "
+                                      "needs one (params: problems.files.demos)")
+    if not out:
         raise RestemError(f"{path}: no rows")
+    return out
+
+
+def _read_columns(path: Path, files: ProblemFiles, split: str, need_solution: bool) -> list[Problem]:
+    """format `columns`: the *_field columns, and the code verifiers' fields (VERIFIER_FIELDS) kept in meta."""
+    records = _read_records(path)
     out, seen = [], set()
     for n, rec in enumerate(records, start=1):
         where = f"{path}, row {n}"
         prompt = rec.get(files.prompt_field)
         if not isinstance(prompt, str) or not prompt:
+            guess = guess_format(rec)
+            hint = f"; the row looks like a {guess} file: set problems.files.format: {guess}" if guess else ""
             raise RestemError(f"{where}: field `{files.prompt_field}` must be a non-empty string "
-                              f"(params: problems.files.prompt_field)")
+                              f"(params: problems.files.prompt_field){hint}")
         reference = rec.get(files.reference_field)
         if reference is None or isinstance(reference, (dict, list)):
             raise RestemError(f"{where}: field `{files.reference_field}` (the gold answer) is missing "
@@ -122,10 +150,11 @@ def read_problem_file(path: Path, files: ProblemFiles, split: str, need_solution
         if difficulty is not None and not isinstance(difficulty, int):
             raise RestemError(f"{where}: field `{files.difficulty_field}` must be an integer")
         subset = str(rec.get(files.subset_field, split)) if files.subset_field else split
+        meta = {k: rec[k] for k in VERIFIER_FIELDS if rec.get(k) is not None}
         problem = Problem(
             problem_id=Problem.make_id(prompt, str(reference)), split=split, subset=subset, prompt=prompt,
             reference=str(reference), solution=solution if isinstance(solution, str) else None,
-            difficulty=difficulty, source=path.name,
+            difficulty=difficulty, source=path.name, meta=canonical_json(meta),
         )
         if problem.problem_id in seen:
             continue  # an exact repeat of (prompt, reference) is the same problem

@@ -28,7 +28,7 @@ from restem.schemas.errors import RestemError
 from restem.schemas.hashing import canonical_json, content_hash
 from restem.schemas.io import read_records, write_rows
 from restem.schemas.tables import Problem, Sample
-from restem.workspace import INPUTS
+from restem.workspace import INPUTS, log
 from restem.verifiers.math_extract import last_boxed, reference_answer
 
 FORMATS = ("gsm8k", "math", "humaneval", "apps")
@@ -126,6 +126,17 @@ def _apps(row: _Row) -> dict:
 
 
 CONVERTERS: dict[str, Callable[[_Row], dict]] = {"gsm8k": _gsm8k, "math": _math, "humaneval": _humaneval, "apps": _apps}
+# The fields the code verifiers read from a problem's meta (verifiers/code_exec.py).
+VERIFIER_FIELDS = ("test", "entry_point", "input_output", "fn_name")
+# Columns that mark each layout, most specific first: the hint of an error on a file read in the wrong format.
+_MARKS = (("restem", {"problem_id", "prompt", "reference", "subset", "source"}),
+          ("humaneval", {"task_id", "prompt", "test", "entry_point"}), ("apps", {"question", "input_output"}),
+          ("gsm8k", {"question", "answer"}), ("math", {"problem", "solution"}))
+
+
+def guess_format(record: dict) -> Optional[str]:
+    """The layout a record's columns look like (restem or a public format), or None."""
+    return next((name for name, marks in _MARKS if marks <= set(record)), None)
 
 
 def apply_template(template: Optional[str], prompt: str) -> str:
@@ -167,6 +178,38 @@ def problem_rows(path: Path, fmt: str, split: str, subset: str, mapping: Optiona
         except ValueError as exc:
             raise RestemError(f"{path}: line {pos}: cannot make a Problem row ({exc})") from None
     return rows, duplicates
+
+
+def table_rows(path: Path, split: str) -> list[Problem]:
+    """A Problem table as `import_problems` writes it, every column kept (meta, subset, difficulty, source);
+    `split` is the role the file plays. Every row is checked; a repeated problem is kept once."""
+    from pydantic import ValidationError
+
+    path = Path(path)
+    rows, seen = [], set()
+    for pos, record in read_records(path):
+        try:
+            problem = Problem.model_validate({**record, "split": split})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(x) for x in err["loc"]) or "?"
+            guess = guess_format(record)
+            hint = (f"; the row looks like a {guess} file: set problems.files.format: {guess}"
+                    if guess not in (None, "restem") else "; write it with `restem import problems`")
+            raise RestemError(f"{path}: row {pos}: field `{field}`: {err['msg']}{hint}") from None
+        if problem.problem_id != Problem.make_id(problem.prompt, problem.reference):
+            raise RestemError(f"{path}: row {pos}: field `problem_id` is not the hash of its prompt and reference "
+                              "(was the table edited?); import the file again with `restem import problems`")
+        try:
+            meta = json.loads(problem.meta)
+        except json.JSONDecodeError as exc:
+            raise RestemError(f"{path}: row {pos}: field `meta` is not valid JSON ({exc.msg})") from None
+        if not isinstance(meta, dict):
+            raise RestemError(f"{path}: row {pos}: field `meta` must be a JSON object")
+        if problem.problem_id not in seen:
+            seen.add(problem.problem_id)
+            rows.append(problem)
+    return rows
 
 
 def import_problems(path: Path, fmt: str, output: Path, split: str = "train", subset: str = "default",
@@ -224,15 +267,56 @@ def sample_rows(path: Path, keys: Optional[Sequence[str]] = None, mapping: Optio
     return rows
 
 
+def _problem_tables(problems: Optional[Path]) -> list[Path]:
+    """The Problem tables to check imported samples against: `problems` (a table or a folder of them), else
+    those `restem import problems` wrote (inputs/problems), else the problems stage's (data/problems)."""
+    if problems is not None:
+        found = sorted(Path(problems).glob("*.parquet")) if Path(problems).is_dir() else [Path(problems)]
+        if not found:
+            raise RestemError(f"--problems {problems}: no Problem table (.parquet) there")
+        return found
+    for folder in (INPUTS / "problems", Path("data") / "problems"):
+        if folder.is_dir() and any(folder.glob("*.parquet")):
+            return sorted(folder.glob("*.parquet"))
+    return []
+
+
+def match_problems(path: Path, rows: Sequence[Sample], tables: Sequence[Path]) -> dict:
+    """How many of the samples' problems are in `tables`: none is an error (naming the likely cause), some
+    missing is a warning with the counts."""
+    wanted = {r.problem_id for r in rows}
+    known = {rec.get("problem_id") for table in tables for _, rec in read_records(table)}
+    matched = len(wanted & known)
+    where = ", ".join(str(t) for t in tables)
+    if not matched:
+        raise RestemError(
+            f"{path}: none of the {len(wanted)} problems of these completions is among the {len(known)} problems "
+            f"of {where}. A problem id hashes the prompt and the reference, so a different prompt template or "
+            "another problems file gives other ids: pass the --template the problems were imported with, map "
+            "the question and answer fields (--field), or point --problems at the right table")
+    if matched < len(wanted):
+        log(f"import samples: WARNING: {len(wanted) - matched} of {len(wanted)} problems of {path} are not in "
+            f"{where} ({matched} match); their samples cannot be scored against those problems")
+    return {"problems_matched": matched, "problems_unmatched": len(wanted) - matched}
+
+
 def import_samples(path: Path, output: Path, keys: Optional[Sequence[str]] = None,
                    mapping: Optional[dict[str, str]] = None, template: Optional[str] = None,
-                   purpose: str = "grow") -> dict:
-    """Convert external completions and write them as a Sample table (in `Sample.SORT` order)."""
+                   purpose: str = "grow", problems: Optional[Path] = None) -> dict:
+    """Convert external completions and write them as a Sample table (in `Sample.SORT` order), after checking
+    their problem ids against the problem tables (`_problem_tables`)."""
     rows = sample_rows(path, keys, mapping, template, purpose)
     if not rows:
         raise RestemError(f"{path}: no completions found; name the fields that hold them with --key")
+    tables = _problem_tables(problems)
+    if tables:
+        matches = match_problems(path, rows, tables)
+    else:
+        matches = {"problems_matched": None, "problems_unmatched": None}
+        log(f"import samples: no problem table found (inputs/problems, data/problems) to check the problem ids "
+            "against; pass --problems to check them")
     written = write_rows(Path(output), Sample, rows)
-    return {"samples": written, "policies": len({r.policy for r in rows}), "output": str(output)}
+    return {"samples": written, "policies": len({r.policy for r in rows}), "output": str(output), **matches}
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -278,6 +362,9 @@ def import_samples_command(
     field: list[str] = typer.Option([], "--field", help="our_name=your_name (question, ground_truth)"),
     template: Optional[str] = typer.Option(None, "--template", help="the prompt template used for the problems"),
     purpose: str = typer.Option("grow", "--purpose", help="grow or eval"),
+    problems: Optional[Path] = typer.Option(
+        None, "--problems", help="Problem table (or folder of them) the samples answer; default: "
+        "inputs/problems, else data/problems. No match is an error, a partial match a warning"),
 ) -> None:
     """Import external completions as a Sample table."""
-    _report(lambda: import_samples(input, output, key or None, parse_mapping(field), template, purpose))
+    _report(lambda: import_samples(input, output, key or None, parse_mapping(field), template, purpose, problems))

@@ -32,9 +32,10 @@ def test_gsm8k_problems_and_external_samples_line_up(tmp_path):
     assert stats["problems"] == len(problems) == questions
     assert all(p["reference"].lstrip("-").replace(".", "").isdigit() for p in problems)
     assert problems == sorted(problems, key=lambda p: p["problem_id"])
-    stats = import_samples(GSM8K_SOLUTIONS, tmp_path / "s.parquet")
+    stats = import_samples(GSM8K_SOLUTIONS, tmp_path / "s.parquet", problems=tmp_path / "p.parquet")
     samples = read_rows(tmp_path / "s.parquet", Sample)
-    assert stats == {"samples": 4 * questions, "policies": 4, "output": str(tmp_path / "s.parquet")}
+    assert stats == {"samples": 4 * questions, "policies": 4, "output": str(tmp_path / "s.parquet"),
+                     "problems_matched": questions, "problems_unmatched": 0}
     by_id = {p["problem_id"]: p for p in problems}
     assert all(s["problem_id"] in by_id for s in samples), "every sample points at an imported problem"
     assert {s["engine"] for s in samples} == {"external:6b_finetuning", "external:6b_verification",
@@ -134,7 +135,23 @@ def test_commands_mount_on_a_typer_app(tmp_path):
     bad = CliRunner().invoke(app, ["problems", "-i", str(src), "--format", "gsm8k", "-o", str(tmp_path / "x.parquet"),
                                    "--field", "question"])
     assert bad.exit_code == 2 and "--field 'question'" in bad.output
-    ok = CliRunner().invoke(app, ["samples", "-i", str(src), "-o", str(tmp_path / "s.parquet"), "--key", "m",
-                                  "--field", "question=input", "--field", "ground_truth=answer"])
+    args = ["samples", "-i", str(src), "-o", str(tmp_path / "s.parquet"), "--key", "m", "--field", "question=input",
+            "--field", "ground_truth=answer", "--problems", str(out)]
+    bad = CliRunner().invoke(app, args)  # the problems were imported with a template, the samples without
+    assert bad.exit_code == 2 and "none of the 1 problems" in bad.output
+    bad = CliRunner().invoke(app, args[:-2] + ["--problems", str(tmp_path)])  # a folder of tables (p.parquet)
+    assert bad.exit_code == 2 and "none of the 1 problems" in bad.output
+    ok = CliRunner().invoke(app, args + ["--template", "Q: {prompt}\nA:"])
+    assert ok.exit_code == 0, ok.output
+    assert read_rows(tmp_path / "s.parquet", Sample)[0]["problem_id"] == Problem.make_id("Q: q\nA:", "3")
+    ok = CliRunner().invoke(app, args[:-2] + ["--problems", str(_problem_table(tmp_path))])
     assert ok.exit_code == 0, ok.output
     assert read_rows(tmp_path / "s.parquet", Sample)[0]["problem_id"] == Problem.make_id("q", "3")
+
+
+def _problem_table(tmp_path: Path) -> Path:
+    """A Problem table holding the untemplated question `q` (answer 3)."""
+    out = tmp_path / "plain" / "p.parquet"
+    out.parent.mkdir()
+    import_problems(_jsonl(tmp_path / "plain.jsonl", [{"question": "q", "answer": "#### 3"}]), "gsm8k", out)
+    return out
