@@ -14,6 +14,8 @@ Modes (params: filter.mode); each decision is `(keep, reason)` and counts per re
 - `agreement` (label-free, across models): samples whose answer is the one at least `voters.min_agree`
   other models gave (default: all of them) when each answered the problem greedily (stage `voters`).
   Like `majority`, labels only measure it.
+Before any mode, a sample cut off at max_new_tokens (finish_reason `length`) is dropped as `truncated`, unless
+`keep_truncated` (a kept one carries its finish_reason, so training appends no end token to it).
 Then, in every mode: `require_valid_steps`, dedup (exact completions, or equal reasoning paths:
 sequences of equations as in RFT, the rule of verifiers/paths.py), and the per-problem cap. Precision against the verifier (kept samples it calls
 correct) is reported whenever labels exist, so label-free filters and reward models stay honest.
@@ -57,7 +59,14 @@ def rule_name(f: FilterParams, tau: Optional[float] = None, quantile_of: Optiona
         parts.append(f"voters={f.voters.count};min_agree={f.voters.needed};"
                      f"consistent={str(f.require_consistent).lower()}")
     parts.append(f"cap={f.max_per_problem};dedup={f.dedup};valid_steps={str(f.require_valid_steps).lower()}")
+    if f.keep_truncated:  # only then, so the rule of a default run reads as before
+        parts.append("truncated=kept")
     return ";".join(parts)
+
+
+def truncated(sample: dict) -> bool:
+    """Whether a sample was cut off at max_new_tokens rather than ending on its own."""
+    return sample["finish_reason"] == "length"
 
 
 def quantile(values: Sequence[float], q: float) -> float:
@@ -162,7 +171,9 @@ def select(samples: Sequence[dict], scores: Sequence[dict], f: FilterParams, tau
     for problem_id, rows in groups.items():
         usable = []
         for s, sc in rows:
-            if not _usable(sc):
+            if truncated(s) and not f.keep_truncated:
+                reason[s["sample_id"]] = "truncated"
+            elif not _usable(sc):
                 reason[s["sample_id"]] = sc["verdict"]
             else:
                 usable.append((s, sc))
@@ -229,15 +240,16 @@ def select(samples: Sequence[dict], scores: Sequence[dict], f: FilterParams, tau
                       "reward": sc["reward"]}
             if s["sample_id"] in admitted_ids:
                 kept.append(Kept(**common, prompt=s["prompt"], completion=s["completion"], rule=rule,
-                                 threshold=tau if f.mode == "threshold" else None))
+                                 threshold=tau if f.mode == "threshold" else None, finish_reason=s["finish_reason"]))
             else:
                 rejected.append(Rejected(**common, filter_reason=reason[s["sample_id"]]))
     return kept, rejected
 
 
 def report(kept: Sequence[Kept], rejected: Sequence[Rejected], scores: Sequence[dict], rule: str,
-           tau: Optional[float]) -> dict:
-    """What the filter did, and how it looks against the verifier's labels (when there are any)."""
+           tau: Optional[float], samples: Optional[Sequence[dict]] = None) -> dict:
+    """What the filter did, and how it looks against the verifier's labels (when there are any); with the
+    `samples`, how many of them were truncated (finish_reason length) and how many of those were kept."""
     by_id = {s["sample_id"]: s for s in scores}
     labelled = [by_id[k.sample_id]["correct"] for k in kept if by_id[k.sample_id]["correct"] is not None]
     out = {
@@ -248,6 +260,10 @@ def report(kept: Sequence[Kept], rejected: Sequence[Rejected], scores: Sequence[
         "kept_precision": round(sum(labelled) / len(labelled), 6) if labelled else None,
         "kept_verifier_incorrect": sum(1 for c in labelled if not c),
     }
+    if samples is not None:
+        cut = sum(1 for s in samples if truncated(s))
+        out["truncated"] = {"samples": cut, "share": round(cut / len(samples), 6) if samples else None,
+                            "kept": sum(1 for k in kept if k.finish_reason == "length")}
     modelled = [s for s in scores if s["reward_model"] is not None and s["correct"] is not None]
     if modelled:  # a reward model gave the rewards: how often does it agree with the verifier?
         out["reward_model_agreement"] = round(

@@ -190,6 +190,9 @@ class FilterParams(Section):
     dedup: Literal["none", "exact", "equations"] = Field(
         description="drop duplicates of a problem: exact completions, or equal sequences of equations (RFT)")
     require_valid_steps: bool = Field(default=False, description="also drop right answers with wrong steps")
+    keep_truncated: bool = Field(
+        default=False, description="false: a sample cut off at max_new_tokens (finish_reason length) is dropped "
+        "as `truncated` before any rule; true: it is judged like the others (and trained on without an end token)")
     threshold: float = Field(default=0.5, description="threshold mode: tau of iterations without their own")
     threshold_kind: Literal["absolute", "quantile"] = Field(
         default="absolute", description="tau is a reward, or a quantile of the iteration's rewards")

@@ -108,6 +108,9 @@ class Kept(Row):
     reward: float = Field(description="its reward (scores.reward)")
     rule: str = Field(description="the filter rule and its settings, e.g. 'correct;cap=4;dedup=exact'")
     threshold: Optional[float] = Field(default=None, description="the reward threshold that admitted it, if any")
+    finish_reason: Literal["eos", "stop", "length"] = Field(
+        default="eos", description="why its sample ended (samples.finish_reason; demonstrations: eos). A `length` "
+        "row (kept only with filter.keep_truncated) was cut off: training must not append an end-of-turn token")
 
 
 class Rejected(Row):
@@ -122,8 +125,8 @@ class Rejected(Row):
     filter_reason: Literal[
         "incorrect", "unverifiable", "error", "invalid_steps", "duplicate", "over_cap",
         "below_threshold", "not_top", "no_majority", "minority", "inconsistent",
-        "no_agreement", "disagrees",
-    ] = Field(description="why it was dropped (see stages/filter.py)")
+        "no_agreement", "disagrees", "truncated",
+    ] = Field(description="why it was dropped (see restem/filtering.py)")
 
 
 class ModelMeta(BaseModel):

@@ -87,7 +87,8 @@ def run(params: Params, iteration: int | str, root: Path = Path(".")) -> Counter
     for name in ("kept.parquet", "rejected.parquet"):
         (staging / name).replace(out_dir / name)
     staging.rmdir()
-    summary = {"iteration": str(iteration), **report(kept, rejected, scores, rule_name(f, tau, quantile_of), tau)}
+    summary = {"iteration": str(iteration), **report(kept, rejected, scores, rule_name(f, tau, quantile_of), tau,
+                                                          samples)}
     write_json(root / METRICS / "filter" / f"iter{iteration}.json", summary)
     precision = summary["kept_precision"]
     if not kept:  # an accumulating iteration trains on what earlier ones kept
@@ -96,7 +97,8 @@ def run(params: Params, iteration: int | str, root: Path = Path(".")) -> Counter
     log(f"filter@{iteration}: kept {len(kept)} samples of {summary['kept_problems']} problems"
         + (f" (tau {tau:g})" if tau is not None else "")
         + (f", verifier-correct {precision:.3f}" if precision is not None else "")
-        + f"; dropped {summary['dropped']}")
+        + f"; dropped {summary['dropped']}"
+        + f"; truncated {summary['truncated']['samples']} of {len(samples)} samples")
     return counts
 
 

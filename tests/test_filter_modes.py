@@ -11,16 +11,18 @@ from restem.verifiers.paths import equations
 
 
 def table(rows):
-    """rows: (problem, index, completion, reward, correct, extracted[, verdict, steps_valid, reward_model])."""
+    """rows: (problem, index, completion, reward, correct, extracted[, verdict, steps_valid, reward_model,
+    finish_reason])."""
     samples, scores = [], []
     for r in rows:
         problem, index, completion, reward, correct, extracted = r[:6]
         verdict = r[6] if len(r) > 6 else ("correct" if correct else "incorrect")
         steps_valid = r[7] if len(r) > 7 else None
         rm = r[8] if len(r) > 8 else None
+        finish = r[9] if len(r) > 9 else "stop"
         sid = f"{problem}-{index}"
         samples.append({"sample_id": sid, "problem_id": problem, "iteration": 1, "sample_index": index,
-                        "prompt": f"prompt {problem}", "completion": completion})
+                        "prompt": f"prompt {problem}", "completion": completion, "finish_reason": finish})
         scores.append({"sample_id": sid, "reward": reward, "correct": correct, "verdict": verdict,
                        "extracted": extracted, "steps_valid": steps_valid, "reward_model": rm})
     return samples, scores
@@ -166,3 +168,28 @@ def test_bad_filter_params_are_rejected(bad):
 
 def test_old_boolean_dedup_still_reads():
     assert params(dedup=True).dedup == "exact" and params(dedup=False).dedup == "none"
+
+
+@pytest.mark.parametrize("mode", ["correct", "majority", "best_of_n"])
+def test_truncated_samples_are_dropped_unless_kept_on_purpose(mode):
+    rows = [("a", 0, "cut 1", 1.0, True, "1", "correct", None, None, "length"),
+            ("a", 1, "whole 1", 1.0, True, "1", "correct", None, None, "stop"),
+            ("a", 2, "also 1", 1.0, True, "1", "correct", None, None, "stop"),
+            ("b", 0, "cut 2", 1.0, True, "2", "correct", None, None, "length"),
+            ("b", 1, "cut 9", 0.0, False, "9", "incorrect", None, None, "length")]
+    samples, scores = table(rows)
+    extra = {"require_consistent": False, "min_votes": 1, "strict_majority": False} if mode == "majority" else {}
+    kept, rejected = select(samples, scores, params(mode=mode, **extra))
+    assert kept_ids(kept) == ["a-1", "a-2"]
+    assert reasons(rejected) == {"a-0": "truncated", "b-0": "truncated", "b-1": "truncated"}
+    assert {k.finish_reason for k in kept} == {"stop"} and ";truncated=kept" not in kept[0].rule
+    summary = report(kept, rejected, scores, "r", None, samples)
+    assert summary["truncated"] == {"samples": 3, "share": 0.6, "kept": 0}
+    assert summary["dropped"] == {"truncated": 3}
+
+    kept, rejected = select(samples, scores, params(mode=mode, keep_truncated=True, **extra))
+    assert "a-0" in kept_ids(kept)  # (b's two answers tie under majority)
+    assert {k.sample_id: k.finish_reason for k in kept}["a-0"] == "length"
+    assert kept[0].rule.endswith(";truncated=kept")
+    assert "truncated" not in reasons(rejected).values()
+    assert report(kept, rejected, scores, "r", None, samples)["truncated"]["kept"] == (1 if mode == "majority" else 2)

@@ -31,5 +31,5 @@ def demonstration_rows(root: Path) -> list[Kept]:
     """The demonstrations as training rows (what the base model trained on)."""
     demos = read_rows(problems_dir(root) / "demos.parquet", Problem)
     return [Kept(sample_id=content_hash("demonstration", d["problem_id"]), problem_id=d["problem_id"], iteration=0,
-                 prompt=d["prompt"], completion=d["solution"], reward=1.0, rule=DEMONSTRATION)
+                 prompt=d["prompt"], completion=d["solution"], reward=1.0, rule=DEMONSTRATION, finish_reason="eos")
             for d in demos if d["solution"] is not None]
