@@ -31,7 +31,7 @@ from typing import Optional, Sequence
 from restem.schemas.errors import RestemError
 from restem.schemas.io import read_rows
 from restem.schemas.params import FilterParams
-from restem.schemas.tables import Kept, Rejected, Sample, Score
+from restem.schemas.tables import Kept, Rejected, Sample, Score, truncated
 from restem.verifiers.base import Consistency
 from restem.verifiers.paths import reasoning_path
 from restem.workspace import voters_data_dir
@@ -62,11 +62,6 @@ def rule_name(f: FilterParams, tau: Optional[float] = None, quantile_of: Optiona
     if f.keep_truncated:  # only then, so the rule of a default run reads as before
         parts.append("truncated=kept")
     return ";".join(parts)
-
-
-def truncated(sample: dict) -> bool:
-    """Whether a sample was cut off at max_new_tokens rather than ending on its own."""
-    return sample["finish_reason"] == "length"
 
 
 def quantile(values: Sequence[float], q: float) -> float:

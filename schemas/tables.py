@@ -143,3 +143,8 @@ class ModelMeta(BaseModel):
     training_data: Optional[str] = Field(default=None, description="hash of the training rows")
     params: dict = Field(default_factory=dict, description="the params that made it")
     train_log: list[dict] = Field(default_factory=list, description="loss by step")
+
+
+def truncated(sample: dict) -> bool:
+    """Whether a sample (a Sample row as a dict) was cut off at max_new_tokens rather than ending on its own."""
+    return sample["finish_reason"] == "length"

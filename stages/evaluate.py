@@ -3,7 +3,9 @@
 For iteration 0, each iteration in `loop.iterations` and each ReST step in `loop.steps`: greedy pass@1, the unbiased pass@k
 estimator (Chen et al. 2021) and maj@k over k sampled completions, per test set and per difficulty,
 and the rate of right answers reached through wrong steps. Writes
-- `metrics/iterations/iter<i>.json`: one JSON per iteration;
+- `metrics/iterations/iter<i>.json`: one JSON per iteration, with the share of evaluation samples cut off at
+  max_new_tokens per test set (`truncated`) and the Grow samples' truncation as the filter counted it
+  (`grow_truncated`: samples, share, kept);
 - `metrics/summary.json`: the latest iteration, the base and the gain, under fixed keys, so that
   `dvc exp diff` between runs of different lengths shows how the headline numbers moved;
 - `metrics/accuracy.csv`: one row per iteration, for `dvc plots`;
@@ -28,7 +30,7 @@ from restem.schemas.errors import RestemError
 from restem.schemas.hashing import content_hash, file_hash
 from restem.schemas.io import read_rows, write_json, write_rows, write_text
 from restem.schemas.params import Params, ref_order
-from restem.schemas.tables import Problem, Sample, Score
+from restem.schemas.tables import Problem, Sample, Score, truncated
 from restem.sampling import engines, sampler
 from restem.stats import summarise
 from restem.training import modeling
@@ -63,10 +65,12 @@ def evaluate_model(params: Params, ref: str, problems: list[dict], root: Path) -
     for s in sorted(samples, key=lambda r: r["sample_index"]):
         if s["temperature"] > 0:
             s_rows[s["problem_id"]].append(by_sample[s["sample_id"]])
+    cut = truncated_share(samples, problems)
     tests: dict[str, dict] = {}
     for subset in sorted({p["subset"] for p in problems}):
         group = [p for p in problems if p["subset"] == subset]
         metrics = summarise(group, g_rows, s_rows, e.samples)
+        metrics["truncated"] = cut[subset]
         levels = sorted({p["difficulty"] for p in group if p["difficulty"] is not None})
         if len(levels) > 1:
             metrics["by_difficulty"] = {
@@ -77,6 +81,24 @@ def evaluate_model(params: Params, ref: str, problems: list[dict], root: Path) -
     trained_on = (meta.params.get("rows") if meta else None)
     label = int(ref) if ref.isdigit() else ref
     return {"iteration": label, "model": policy, "test": tests, "trained_on_samples": trained_on}, samples, scores
+
+
+def truncated_share(samples: Sequence[dict], problems: Sequence[dict]) -> dict[str, float | None]:
+    """Per test set, the share of its evaluation samples (greedy and sampled) cut off at max_new_tokens."""
+    subset_of = {p["problem_id"]: p["subset"] for p in problems}
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for s in samples:
+        c = counts[subset_of[s["problem_id"]]]
+        c[0] += truncated(s)
+        c[1] += 1
+    return defaultdict(lambda: None, {k: round(cut / n, 6) for k, (cut, n) in counts.items()})
+
+
+def grow_truncation(root: Path, ref: str) -> dict | None:
+    """The Grow samples of model `ref`'s iteration cut off at max_new_tokens, as its filter counted them
+    (metrics/filter/iter<ref>.json: samples, share, kept); None for the base model or before the filter ran."""
+    path = root / METRICS / "filter" / f"iter{ref}.json"
+    return json.loads(path.read_text()).get("truncated") if path.is_file() else None
 
 
 def eval_key(params: Params, iteration: str, root: Path) -> str:
@@ -177,6 +199,11 @@ def run(params: Params, root: Path = Path("."), shard: Shard | None = None, merg
             stored = json.loads(path.read_text())
             if stored.get("eval_key") == key:
                 log(f"evaluate@{i}: unchanged, reusing {path}")
+                # Not part of the memo: the filter's count may change while the model stays the same.
+                grow = grow_truncation(root, i)
+                if stored.get("grow_truncated") != grow:
+                    stored["grow_truncated"] = grow
+                    write_json(path, stored)
                 all_metrics.append(stored)
                 continue
         if merge:
@@ -184,6 +211,7 @@ def run(params: Params, root: Path = Path("."), shard: Shard | None = None, merg
                               "(same params), or run without --merge to evaluate it here")
         metrics, samples, scores = evaluate_model(params, i, problems, root)
         metrics["eval_key"] = key
+        metrics["grow_truncated"] = grow_truncation(root, i)
         write_rows(eval_dir / f"iter{i}" / "samples.parquet", Sample, samples)
         write_rows(eval_dir / f"iter{i}" / "scores.parquet", Score, scores)
         write_json(path, metrics)

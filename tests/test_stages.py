@@ -65,7 +65,12 @@ def test_score_and_filter_agree(loop_root):
     assert len(kept) + len(rejected) == len(scores)
     correct = {s["sample_id"] for s in scores if s["correct"]}
     assert kept and {k["sample_id"] for k in kept} <= correct
-    assert all(r["filter_reason"] == "incorrect" for r in rejected if r["sample_id"] not in correct)
+    samples = {s["sample_id"]: s for s in read_rows(iter_dir(1, root) / "samples.parquet", Sample)}
+    cut = {i for i, s in samples.items() if s["finish_reason"] == "length"}
+    assert all(r["filter_reason"] == "truncated" for r in rejected if r["sample_id"] in cut)
+    assert all(r["filter_reason"] == "incorrect" for r in rejected if r["sample_id"] not in correct | cut)
+    assert not cut & {k["sample_id"] for k in kept}
+    assert {k["finish_reason"] for k in kept} <= {"stop", "eos"}
     per_problem = {}
     for k in kept:
         per_problem[k["problem_id"]] = per_problem.get(k["problem_id"], 0) + 1
@@ -100,6 +105,17 @@ def test_evaluate_writes_metrics_per_iteration_and_summary(loop_root):
     assert lines[0].startswith("iteration,") and len(lines) == 3
     eval_scores = read_rows(root / "data/eval/iter1/scores.parquet", Score)
     assert len(eval_scores) == 2 * params.problems.arithmetic.test_count * (1 + params.evaluate.samples)
+    # Truncation: of the Grow samples (as the filter counted them) and of each test set's evaluation samples.
+    grown = read_rows(iter_dir(1, root) / "samples.parquet", Sample)
+    cut = sum(s["finish_reason"] == "length" for s in grown)
+    assert m0["grow_truncated"] is None
+    assert m1["grow_truncated"] == {"samples": cut, "share": round(cut / len(grown), 6), "kept": 0}
+    subset = {p["problem_id"]: p["subset"] for p in read_rows(root / "data/problems/test.parquet", Problem)}
+    evaluated = read_rows(root / "data/eval/iter1/samples.parquet", Sample)
+    for name in ("in_dist", "harder"):
+        mine = [s for s in evaluated if subset[s["problem_id"]] == name]
+        share = sum(s["finish_reason"] == "length" for s in mine) / len(mine)
+        assert m1["test"][name]["truncated"] == round(share, 6)
 
 
 @pytest.mark.parametrize("stage", ["problems", "grow", "score", "filter", "improve"])

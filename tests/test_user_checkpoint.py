@@ -54,11 +54,13 @@ def test_metrics_command_prints_a_table(monkeypatch, tmp_path):
     folder.mkdir(parents=True)
     for i, acc in enumerate([0.25, 0.5]):
         (folder / f"iter{i}.json").write_text(json.dumps({"iteration": i, "test": {"in_dist": {
-            "pass@1": acc, "pass@4": acc + 0.1, "maj@4": acc, "wrong_steps_rate": None}}}))
+            "pass@1": acc, "pass@4": acc + 0.1, "maj@4": acc, "wrong_steps_rate": None, "truncated": 0.125 * i}},
+            "grow_truncated": {"samples": 8, "share": 0.375, "kept": 0} if i else None}))
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["metrics"])
     assert result.exit_code == 0, result.output
     assert "0.250" in result.output and "0.600" in result.output
+    assert "0.125" in result.output and "0.375" in result.output  # eval and Grow truncated shares
 
 
 def test_metrics_command_without_metrics_fails_clearly(monkeypatch, tmp_path):

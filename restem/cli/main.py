@@ -128,14 +128,16 @@ def metrics(params: Path = PARAMS) -> None:
     files = sorted(folder.glob("iter*.json"), key=lambda p: ref_order(p.stem[4:])) if folder.exists() else []
     if not files:
         fail(RestemError("metrics/iterations: no metrics yet; run `dvc repro`"))
-    table = Table("iteration", "test set", "pass@1", "pass@k", "maj@k", "wrong steps")
+    table = Table("iteration", "test set", "pass@1", "pass@k", "maj@k", "wrong steps", "truncated",
+                  "grow truncated")
+    fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
     for path in files:
         m = json.loads(path.read_text())
+        grow = fmt((m.get("grow_truncated") or {}).get("share"))  # of the iteration's Grow samples
         for subset, v in sorted(m["test"].items()):
             k = next(key for key in v if key.startswith("maj@"))[4:]
-            fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
             table.add_row(str(m["iteration"]), subset, fmt(v["pass@1"]), fmt(v[f"pass@{k}"]), fmt(v[f"maj@{k}"]),
-                          fmt(v["wrong_steps_rate"]))
+                          fmt(v["wrong_steps_rate"]), fmt(v.get("truncated")), grow)
     Console().print(table)
 
 
