@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from restem.schemas.errors import RestemError
 from restem.schemas.io import read_rows, write_rows
-from restem.schemas.tables import Score
+from restem.schemas.tables import Sample, Score
 from restem.query.audits import AUDITS, audit_command, audit_sql, run_audit
 from restem.query.plots import write_plot_data
 from restem.query.sql import connect, run_query
@@ -99,6 +99,31 @@ def test_filter_report(workspace):
         (1, "kept"): 3, (1, "dropped: incorrect"): 3,
         (2, "kept"): 2, (2, "dropped: duplicate"): 1, (2, "dropped: incorrect"): 3}
     assert rows[(2, "kept")]["share"] == pytest.approx(2 / 6, abs=1e-4)
+
+
+def _cut_off(root: Path, folder: str, ids: set[str]) -> None:
+    """Mark samples of one samples file as truncated (finish_reason length)."""
+    path = root / folder / "samples.parquet"
+    rows = [{**r, "finish_reason": "length" if r["sample_id"] in ids else r["finish_reason"]}
+            for r in read_rows(path, Sample)]
+    write_rows(path, Sample, [Sample(**r) for r in rows])
+
+
+def test_truncation_per_iteration_among_right_and_kept_answers(workspace):
+    # s2 (right, kept: as with filter.keep_truncated) and s5 (wrong) of iteration 1; e2 (wrong) of its evaluation.
+    _cut_off(workspace, "data/iter1", {"s2", "s5"})
+    _cut_off(workspace, "data/eval/iter1", {"e2"})
+    rows = rows_by(audit(workspace, "truncation"), "iteration", "purpose")
+    pick = ("samples", "truncated", "share", "correct", "truncated_correct", "truncated_share_of_correct",
+            "kept_truncated")
+    assert {k: tuple(v[c] for c in pick) for k, v in rows.items()} == {
+        (1, "grow"): (6, 2, 0.3333, 3, 1, 0.3333, 1),
+        (1, "eval"): (3, 1, 0.3333, 2, 0, 0.0, 0),
+        (2, "grow"): (6, 0, 0.0, 3, 0, 0.0, 0)}
+    listed = audit(workspace, "truncation", listing=True).table.to_pylist()
+    assert [(r["sample_id"], r["correct"], r["kept"]) for r in listed] == [
+        ("e2", False, None), ("s2", True, True), ("s5", False, False)]
+    assert listed[1]["ending"] == "1+2+0=4;3"
 
 
 def test_precision_of_the_kept_samples(workspace):

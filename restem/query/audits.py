@@ -8,6 +8,8 @@ Audits (`--show-sql` prints the query so it can be read and adapted with `restem
   problems never solved or solved exactly once; `--list` shows those problems.
 - diversity: distinct completions and distinct reasoning paths (`reasoning_path`) per problem.
 - filter: kept and dropped samples by reason per iteration.
+- truncation: samples cut off at max_new_tokens (finish_reason `length`) per iteration and purpose: their
+  share, how many right answers were cut off, how many were kept; `--list` shows examples and how they end.
 - reward-model: a reward model's scores against the verifier's verdicts on the same samples: score
   rows made with `score.reward: model` (column `reward_model` set, the verdict beside it), or extra
   rows whose `verifier` starts with `rm:` (reward = its score, correct = NULL) written by other tools;
@@ -196,6 +198,42 @@ GROUP BY k.iteration, k.ref
 ORDER BY k.iteration, k.ref
 """
 
+TRUNCATION = f"""
+-- Samples cut off at max_new_tokens (finish_reason 'length') per iteration and purpose: how many, their share,
+-- how many of the right answers were cut off (an answer written before the cut), and how many any filter kept
+-- (0 unless filter.keep_truncated).
+WITH judged AS (
+    SELECT s.iteration, s.ref, s.purpose, s.sample_id, s.finish_reason = 'length' AS cut,
+           bool_or(c.correct) AS correct
+    FROM samples s
+    LEFT JOIN scores c ON c.sample_id = s.sample_id AND c.purpose = s.purpose AND {_VERDICTS}
+    GROUP BY ALL
+)
+SELECT j.iteration, j.ref, j.purpose,
+       count(*)                                           AS samples,
+       count(*) FILTER (WHERE cut)                        AS truncated,
+       round(count(*) FILTER (WHERE cut) / count(*), 4)   AS share,
+       count(*) FILTER (WHERE correct)                    AS correct,
+       count(*) FILTER (WHERE cut AND correct)            AS truncated_correct,
+       round(count(*) FILTER (WHERE cut AND correct) / nullif(count(*) FILTER (WHERE correct), 0), 4)
+                                                          AS truncated_share_of_correct,
+       count(*) FILTER (WHERE cut AND k.sample_id IS NOT NULL) AS kept_truncated
+FROM judged j
+LEFT JOIN (SELECT DISTINCT sample_id FROM kept) k ON k.sample_id = j.sample_id AND j.purpose = 'grow'
+GROUP BY j.iteration, j.ref, j.purpose
+ORDER BY j.iteration, j.ref, j.purpose
+"""
+
+TRUNCATION_LIST = f"""
+-- Examples of truncated samples: up to 20 per iteration and purpose, with how each ends.
+SELECT iteration, ref, purpose, sample_id, problem_id, completion_tokens, correct, kept,
+       right(completion, 80) AS ending
+FROM graded
+WHERE finish_reason = 'length' AND (verdict IS NULL OR {_VERDICTS})
+QUALIFY row_number() OVER (PARTITION BY iteration, ref, purpose ORDER BY problem_id, sample_id) <= 20
+ORDER BY iteration, ref, purpose, problem_id, sample_id
+"""
+
 _RM_PAIRS = """
 WITH rm AS (
     SELECT sample_id, purpose, iteration, ref, verifier AS reward_model, reward AS rm_score
@@ -271,6 +309,8 @@ AUDITS: dict[str, Audit] = {a.name: a for a in [
     Audit("diversity", "distinct completions and reasoning paths per problem", DIVERSITY),
     Audit("filter", "kept and dropped samples by reason", FILTER),
     Audit("precision", "kept samples the verifier calls correct (a filter's precision)", PRECISION),
+    Audit("truncation", "samples cut off at max_new_tokens, among all, right and kept ones", TRUNCATION,
+          TRUNCATION_LIST),
     Audit("reward-model", "reward model against verifier", REWARD_MODEL, REWARD_MODEL_LIST,
           requires="SELECT count(*) FROM scores WHERE is_reward_model(verifier) OR reward_model IS NOT NULL",
           missing=_NO_REWARD_MODEL),
@@ -311,7 +351,7 @@ def run_audit(con, name: str, listing: bool = False) -> AuditResult:
 
 
 def audit_command(
-    name: Optional[str] = typer.Argument(None, help="wrong-reasoning, coverage, diversity, filter or reward-model"),
+    name: Optional[str] = typer.Argument(None, help="wrong-reasoning, coverage, diversity, filter, precision, truncation or reward-model"),
     listing: bool = typer.Option(False, "--list", help="list the samples or problems behind the numbers"),
     show_sql: bool = typer.Option(False, "--show-sql", help="print the audit's SQL (for `restem sql`) and stop"),
     fmt: str = typer.Option("table", "--format", "-f", help="table, csv or json"),
@@ -319,7 +359,7 @@ def audit_command(
     root: Path = typer.Option(Path("."), "--root", help="workspace folder"),
     max_rows: int = typer.Option(200, "--max-rows", help="rows shown by --format table"),
 ) -> None:
-    """Audit the loop's data: wrong reasoning, coverage, diversity, filter, reward model vs verifier."""
+    """Audit the loop's data: wrong reasoning, coverage, diversity, filter, truncation, reward model vs verifier."""
     with user_errors():
         check_format(fmt)
         if show_sql:
