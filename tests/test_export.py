@@ -87,6 +87,11 @@ def test_card_records_lineage(workspace, tmp_path):
         n = sum(1 for r in rejected if r["filter_reason"] == reason)
         assert f"dropped: {reason}" in body and f"| {n} |" in body
     assert "Git revision: `not a git repository`" in body  # the temp workspace is no repository
+    cut = {s["sample_id"] for s in samples if s["finish_reason"] == "length"}
+    assert f"Truncated rows (cut off at max_new_tokens, finish_reason `length`): 0 of {kept.num_rows}" in body
+    assert not cut & kept_ids  # filter.keep_truncated is false
+    if cut:
+        assert "dropped: truncated" in body
 
 
 def test_card_names_git_revision_and_dirty_flag(workspace, tmp_path):

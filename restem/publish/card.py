@@ -17,6 +17,7 @@ import yaml
 
 from restem.schemas.errors import RestemError
 from restem.schemas.refs import Ref
+from restem.schemas.tables import truncated
 from restem.workspace import PROBLEMS, TABLES, iter_dir, model_dir
 from restem.publish.layout import CONFIGS, MESSAGE_TYPE, SCHEMAS, TRACE_COLUMNS
 from restem.publish.selection import Selection, sql_refs
@@ -150,6 +151,7 @@ def lineage(con, root: Path, rows: list[dict], sel: Optional[Selection] = None) 
                              key=lambda kv: (kv[0] is None, kv[0] or 0)),
         "steps": Counter("false" if r["steps_valid"] is False else "true" if r["steps_valid"] else "null"
                          for r in rows),
+        "truncated": sum(1 for r in rows if truncated(r)),
         "stage_params": params, "inputs": inputs, "git": git_state(root), "sources": sources,
     }
 
@@ -246,6 +248,9 @@ def card_body(sel: Selection, lin: dict, split_counts: dict[str, int], name: str
         out.append("- Math answer extraction (`score.extraction`, recorded in each score row's details): "
                    + ", ".join(f"`{m}`" for m in lin["extraction"]))
     out += ["- Filter rules: " + (", ".join(f"`{r}`" for r in lin["rules"]) or "none (rows not from `kept`)"),
+            f"- Truncated rows (cut off at max_new_tokens, finish_reason `length`): {lin['truncated']} of {total}"
+            + (" (the filter keeps them only with `filter.keep_truncated: true`; they end mid-answer)"
+               if lin["truncated"] else ""),
             "- Rows by purpose: " + ", ".join(f"{p} {n}" for p, n in lin["purposes"])
             + ("; eval rows were sampled by the `evaluate` stage (params below), not by Grow"
                if any(p == "eval" for p, _ in lin["purposes"]) else "")]
