@@ -68,6 +68,17 @@ class ProblemFiles(Section):
     difficulty_field: Optional[str] = Field(default=None, description="optional integer difficulty column")
     subset_field: Optional[str] = Field(default=None, description="optional column naming test subsets")
 
+    @model_validator(mode="after")
+    def _fields_need_columns(self) -> "ProblemFiles":
+        if self.format != "columns":
+            named = sorted(k for k in ("prompt_field", "reference_field", "solution_field", "difficulty_field",
+                                       "subset_field") if k in self.model_fields_set)
+            if named:
+                raise ValueError(f"{', '.join(named)} name columns of format `columns`; format `{self.format}` "
+                                 "reads its own fields: remove them (or map a public file's fields with "
+                                 "`restem import problems --field`, then use format: restem)")
+        return self
+
 
 class ProblemsParams(Section):
     source: Literal["arithmetic", "files"] = Field(description="generate the embedded task or read files")

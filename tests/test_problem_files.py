@@ -172,3 +172,8 @@ def test_import_samples_that_match_no_problem_is_an_error_and_some_a_warning(tmp
     stats = import_samples(src, tmp_path / "s.parquet", problems=table, template="Q: {prompt}\nA:")
     assert (stats["problems_matched"], stats["problems_unmatched"]) == (3, 1)
     assert "WARNING: 1 of 4 problems" in capsys.readouterr().err
+
+
+def test_column_names_with_another_format_are_an_error():
+    with pytest.raises(ValueError, match=r"prompt_field name columns of format `columns`"):
+        _params({"train": "a.jsonl", "test": "b.jsonl", "format": "gsm8k", "prompt_field": "question"}, "gsm8k")
