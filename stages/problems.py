@@ -12,11 +12,12 @@ import random
 from pathlib import Path
 from typing import Iterator
 
+from restem.decontam import decontaminate_problems
 from restem.schemas.errors import RestemError
-from restem.schemas.io import atomic_dir, read_records, write_rows
+from restem.schemas.io import atomic_dir, read_records, write_json, write_rows
 from restem.schemas.params import ArithmeticTask, Params, ProblemFiles
 from restem.schemas.tables import Problem
-from restem.workspace import log, problems_dir, user_input
+from restem.workspace import DECONTAM_FILE, log, problems_dir, user_input
 from restem.verifiers.arithmetic import make_prompt, random_operand, scratchpad
 from restem.verifiers.reversed_addition import make_prompt as reversed_prompt, make_solution as reversed_solution
 
@@ -151,10 +152,13 @@ def run(params: Params, root: Path = Path(".")) -> dict[str, int]:
         if not tables["demos"] and params.base.checkpoint is None:
             raise RestemError("params: training a base model needs demonstrations; set problems.files.demos "
                               "or point base.checkpoint at a local Hugging Face checkpoint")
+    tables, record = decontaminate_problems(tables, spec.decontaminate, root)
     out = problems_dir(root)
     with atomic_dir(out) as tmp:
         for split in SPLITS:
             write_rows(tmp / f"{split}.parquet", Problem, tables[split])
+        if record is not None:  # mode none writes nothing, so the default outputs are as without the check
+            write_json(tmp / DECONTAM_FILE, record)
     counts = {split: len(rows) for split, rows in tables.items()}
     log(f"problems: {counts} -> {out}")
     return counts
