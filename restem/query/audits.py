@@ -319,7 +319,8 @@ def run_audit(con, name: str, listing: bool = False) -> AuditResult:
 
 
 def audit_command(
-    name: Optional[str] = typer.Argument(None, help="wrong-reasoning, coverage, diversity, filter, precision, reward-model or contamination"),
+    name: Optional[str] = typer.Argument(None, help="wrong-reasoning, coverage, diversity, filter, precision, "
+                                         "reward-model or contamination"),
     listing: bool = typer.Option(False, "--list", help="list the samples or problems behind the numbers"),
     show_sql: bool = typer.Option(False, "--show-sql", help="print the audit's SQL (for `restem sql`) and stop"),
     fmt: str = typer.Option("table", "--format", "-f", help="table, csv or json"),
