@@ -372,3 +372,24 @@ def test_pairs_of_a_real_iteration(workspace, tmp_path):
     assert max(per_problem.values()) <= 2
     assert f"wrote {len(pairs)} rows" in res.output
     assert "### Contamination check" in _card(out)[1]
+
+
+def test_card_records_the_contamination_check(hand_made, tmp_path):
+    from restem.schemas.io import write_json, write_rows
+    from restem.schemas.tables import Problem
+    from tests.test_sql import GOOD_GSM
+
+    write_rows(hand_made / "data/problems/test.parquet", Problem, [Problem(
+        problem_id="T1", split="test", subset="gsm", prompt=GOOD_GSM, reference="6", source="test")])
+    write_json(hand_made / "data/problems/decontam.json", {  # as the problems stage writes it with mode drop
+        "mode": "drop", "n": 6, "test_sets": {"test/gsm": 1, "aime.jsonl": 30},
+        "counts": {"train": {"checked": 4, "contaminated": 1, "dropped": 1},
+                   "demos": {"checked": 2, "contaminated": 0, "dropped": 0}}})
+    run(hand_made, tmp_path / "sft", Selection(all_=True))
+    body = _card(tmp_path / "sft")[1]
+    assert ("Problems stage (params `problems.decontaminate`, mode `drop`, n = 6), against `aime.jsonl` (30 items), "
+            "`test/gsm` (1 items): demos: 0 of 2 contaminated, 0 dropped; train: 1 of 4 contaminated, 1 dropped.") in body
+    # the check uses the stage's n (6): kept s3 is the test prompt word for word (all 6 of its 6-grams); kept b1
+    # shares its first six words only
+    assert "n = 6, against `test/gsm` (1 items): 2 of 5 share an n-gram with 1 test item(s)." in body
+    assert "| `b1` | `T1` | 1 | he buys 2 3 2 3 |" in body and "| `s3` | `T1` | 6 | he buys 2 3 2 3 |" in body

@@ -12,6 +12,11 @@ Output folder (the layout `datasets.load_dataset` and the Hub read):
     messages/<split>-00000-of-0000N.parquet            chat `messages` (user, assistant) + trace columns
     (with --jsonl, the same rows as .jsonl beside each Parquet shard)
 
+With `--pairs` the rows are preference pairs instead (restem/publish/pairs.py): a correct and an incorrect
+Grow sample of the same problem and iteration, in configurations `preference` (prompt, chosen, rejected
+strings: TRL's DPOTrainer layout) and `preference_messages` (the conversational form), at most
+`--pairs-per-problem` per problem. Both cards record the contamination check (restem/decontam.py).
+
 Splits: `train`, and `test` when `--test-fraction` > 0 (whole problems go to one side, chosen by a hash
 of the problem id, so no problem leaks across). Every row keeps `sample_id` and `problem_id`.
 
