@@ -210,3 +210,14 @@ def test_kept_completions_are_checked_per_filter(tmp_path):
     # iteration 1 kept s3, whose completion is the test prompt; iteration 2's b1 differs from the 7th word on
     assert [(r["train_set"], r["train_id"], r["test_id"]) for r in rows] == [("kept@1", "s3", "T1")]
     assert rows[0]["shared"] == len(ngrams(GOOD_GSM, 8))
+
+
+def test_benchmark_folder_is_a_dep_of_the_problems_stage():
+    """DVC must see a replaced benchmark file: inputs/decontam/ is in git (.gitkeep) and a dep of `problems`."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["problems"]
+    assert "inputs/decontam" in stage["deps"] and "problems" in stage["params"]
+    assert (REPO / "inputs/decontam/.gitkeep").is_file()
