@@ -221,3 +221,21 @@ def test_benchmark_folder_is_a_dep_of_the_problems_stage():
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["problems"]
     assert "inputs/decontam" in stage["deps"] and "problems" in stage["params"]
     assert (REPO / "inputs/decontam/.gitkeep").is_file()
+
+
+def test_audit_of_a_workspace_reads_the_benchmark_files_of_its_params(planted):
+    from tests.conftest import write_params
+
+    root, raw, _, bench = planted
+    raw = json.loads(json.dumps(raw))
+    raw["problems"]["decontaminate"] = {"mode": "none", "n": 8,
+                                        "against": [{"path": "inputs/decontam/bench.jsonl", "fields": ["problem"]}]}
+    _run(root, raw)
+    write_params(root / "params.yaml", raw)
+    result = _cli(["contamination", "--root", str(root), "--format", "json", "--list"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    # the planted copy against the test split, and the benchmark's one problem against the Grow pool's copy of it
+    assert sorted((r["train_set"], r["test_set"]) for r in rows) == [("train", "bench.jsonl"), ("train", "test/test")]
+    (hit,) = [r for r in rows if r["test_set"] == "bench.jsonl"]
+    assert hit["test_id"] == "line 1" and hit["train_text"].startswith(bench["question"][:40])
