@@ -78,6 +78,8 @@ class DecontamParams(Section):
         default="none", description="none: no check (outputs as without it); report: record the overlaps in "
         "data/problems/decontam.json; drop: also drop the contaminated train and demo problems")
     n: int = Field(default=8, ge=1, le=64, description="n-gram length in normalised words (open-r1, s1: 8)")
+    solutions: bool = Field(default=False, description="also compare the gold solutions of problems (worked "
+                            "solutions share runs of numbers by chance); prompts are always compared")
     against: list[DecontamFile] = Field(default_factory=list,
                                         description="benchmark files checked besides data/problems/test.parquet")
 

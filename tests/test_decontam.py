@@ -239,3 +239,17 @@ def test_audit_of_a_workspace_reads_the_benchmark_files_of_its_params(planted):
     assert sorted((r["train_set"], r["test_set"]) for r in rows) == [("train", "bench.jsonl"), ("train", "test/test")]
     (hit,) = [r for r in rows if r["test_set"] == "bench.jsonl"]
     assert hit["test_id"] == "line 1" and hit["train_text"].startswith(bench["question"][:40])
+
+
+def test_solutions_are_compared_only_when_asked(planted):
+    """Two problems with other questions but the same worked solution: prompts alone find nothing."""
+    root, raw, _, _ = planted
+    test = [json.loads(x) for x in (root / "inputs/problems/test.jsonl").read_text().splitlines()]
+    train = [json.loads(x) for x in (root / "inputs/problems/train.jsonl").read_text().splitlines()][:10]
+    train.append({"question": "An entirely new question about pens and pencils in a shop?",
+                  "answer": test[5]["answer"]})
+    _gsm8k(train, root / "inputs/problems/train.jsonl")
+    assert _run(root, raw, mode="drop")["train"] == 11
+    assert _run(root, raw, mode="drop", solutions=True)["train"] == 10
+    record = json.loads((problems_dir(root) / DECONTAM_FILE).read_text())
+    assert record["solutions"] is True and record["counts"]["train"]["dropped"] == 1

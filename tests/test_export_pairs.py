@@ -150,9 +150,11 @@ def test_card_records_the_contamination_check(hand_made, tmp_path):
                    "demos": {"checked": 2, "contaminated": 0, "dropped": 0}}})
     run(hand_made, tmp_path / "sft", Selection(all_=True))
     body = _card(tmp_path / "sft")[1]
-    assert ("Problems stage (params `problems.decontaminate`, mode `drop`, n = 6), against `aime.jsonl` (30 items), "
-            "`test/gsm` (1 items): demos: 0 of 2 contaminated, 0 dropped; train: 1 of 4 contaminated, 1 dropped.") in body
+    assert ("Problems stage (params `problems.decontaminate`, mode `drop`, n = 6, prompts), against `aime.jsonl` "
+            "(30 items), `test/gsm` (1 items): demos: 0 of 2 contaminated, 0 dropped; train: 1 of 4 contaminated, "
+            "1 dropped.") in body
     # the check uses the stage's n (6): kept s3 is the test prompt word for word (all 6 of its 6-grams); kept b1
     # shares its first six words only
-    assert "n = 6, against `test/gsm` (1 items): 2 of 5 share an n-gram with 1 test item(s)." in body
+    assert ("n = 6, against the test problems of `test/gsm` (1 items): 2 of 5 share an n-gram with 1 test item(s)."
+            in body)
     assert "| `b1` | `T1` | 1 | he buys 2 3 2 3 |" in body and "| `s3` | `T1` | 6 | he buys 2 3 2 3 |" in body

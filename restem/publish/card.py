@@ -211,7 +211,8 @@ def contamination_check(con, root: Path, items: list) -> dict:
     stage = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
     n = stage["n"] if stage else DEFAULT_N
     tests = problem_items(run_query(con, "SELECT problem_id, split, subset, prompt, solution FROM problems "
-                                         "WHERE split = 'test' ORDER BY subset, problem_id").to_pylist())
+                                         "WHERE split = 'test' ORDER BY subset, problem_id").to_pylist(),
+                          bool(stage and stage.get("solutions")))
     hits = overlaps(items, build_index(tests, n)) if tests else []
     return {"stage": stage, "n": n, "test_sets": sorted(Counter(t.set for t in tests).items()),
             "checked": len(items), "contaminated": len({h["train_id"] for h in hits}),
@@ -227,14 +228,15 @@ def contamination_lines(c: dict) -> list[str]:
     if st:
         counts = "; ".join(f"{k}: {v['contaminated']} of {v['checked']} contaminated, {v['dropped']} dropped"
                            for k, v in sorted(st["counts"].items()))
-        out.append(f"- Problems stage (params `problems.decontaminate`, mode `{st['mode']}`, n = {st['n']}), against "
+        out.append(f"- Problems stage (params `problems.decontaminate`, mode `{st['mode']}`, n = {st['n']}, "
+                   + ("prompts and solutions" if st.get("solutions") else "prompts") + "), against "
                    + ", ".join(f"`{k}` ({v} items)" for k, v in sorted(st["test_sets"].items())) + f": {counts}.")
     else:
         out.append("- Problems stage: not run (params `problems.decontaminate.mode` is `none`).")
     if not c["test_sets"]:
         out.append("- Exported rows: not checked, the workspace has no test problems.")
         return out + [""]
-    out.append(f"- Exported rows (prompt and completion texts), n = {c['n']}, against "
+    out.append(f"- Exported rows (prompt and completion texts), n = {c['n']}, against the test problems of "
                + ", ".join(f"`{k}` ({v} items)" for k, v in c["test_sets"]) + f": {c['contaminated']} of "
                f"{c['checked']} share an n-gram with {c['test_items_hit']} test item(s).")
     if c["examples"]:

@@ -332,6 +332,8 @@ def audit_command(
     field: Optional[list[str]] = typer.Option(None, "--field", help="contamination with --train/--test: a text "
                                               "field to compare (repeatable, e.g. --field question --field answer)"),
     n: int = typer.Option(8, "--n", help="contamination: n-gram length in normalised words"),
+    solutions: bool = typer.Option(False, "--solutions", help="contamination of a workspace: also compare the "
+                                   "problems' gold solutions"),
 ) -> None:
     """Audit the loop's data: wrong reasoning, coverage, diversity, filter, reward model vs verifier, contamination."""
     with user_errors():
@@ -341,7 +343,7 @@ def audit_command(
                 raise RestemError("contamination is computed in Python (restem/decontam.py), not SQL: no --show-sql")
             from restem.query.contamination import contamination_rows
 
-            rows = contamination_rows(root, rev, train, test, field, n, listing)
+            rows = contamination_rows(root, rev, train, test, field, n, listing, solutions)
             render(pa.Table.from_pylist(rows), fmt, max_rows)
             return
         if show_sql:
