@@ -4,6 +4,9 @@ Either generates the embedded addition task from a seed (demonstrations for the 
 Grow pool, and named test sets at fixed digit counts, disjoint from each other), or reads a user's
 own JSONL/Parquet files (params: problems.files), which must lie in `inputs/problems/` (a dep of this stage,
 so DVC sees a replaced file). Every row is checked; a bad row names the file, the row and the field.
+With params problems.decontaminate (mode report or drop), the Grow pool and demonstrations are checked for word
+n-gram overlap with the test split and the benchmark files in inputs/decontam/ (restem/decontam.py): the record
+goes to data/problems/decontam.json, and mode drop removes the contaminated problems.
 """
 
 from __future__ import annotations
