@@ -18,6 +18,7 @@ PROBLEMS = DATA / "problems"
 EVAL = DATA / "eval"  # Evaluate's samples and scores: data/eval/iter<ref>/
 ITERATION_METRICS = METRICS / "iterations"  # metrics/iterations/iter<ref>.json
 META_FILE = "restem.json"  # a model folder's lineage
+DECONTAM_FILE = "decontam.json"  # data/problems/decontam.json: the problems stage's contamination check, if run
 TABLES = ("samples", "scores", "kept", "rejected")  # an iteration's tables: data/iter<ref>/<table>.parquet
 
 

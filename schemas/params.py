@@ -80,11 +80,34 @@ class ProblemFiles(Section):
         return self
 
 
+class DecontamFile(Section):
+    """A benchmark file to check the training problems against (JSONL or Parquet in inputs/decontam/)."""
+
+    path: str = Field(description="the file, in inputs/decontam/ (DVC tracks that folder by content)")
+    fields: list[str] = Field(default_factory=lambda: ["prompt"], min_length=1,
+                              description="the text fields compared, e.g. [problem] or [question, answer]")
+
+
+class DecontamParams(Section):
+    """Word n-gram overlap of the Grow pool and demonstrations with every test set (restem/decontam.py)."""
+
+    mode: Literal["none", "report", "drop"] = Field(
+        default="none", description="none: no check (outputs as without it); report: record the overlaps in "
+        "data/problems/decontam.json; drop: also drop the contaminated train and demo problems")
+    n: int = Field(default=8, ge=1, le=64, description="n-gram length in normalised words (open-r1, s1: 8)")
+    solutions: bool = Field(default=False, description="also compare the gold solutions of problems (worked "
+                            "solutions share runs of numbers by chance); prompts are always compared")
+    against: list[DecontamFile] = Field(default_factory=list,
+                                        description="benchmark files checked besides data/problems/test.parquet")
+
+
 class ProblemsParams(Section):
     source: Literal["arithmetic", "files"] = Field(description="generate the embedded task or read files")
     seed: int = Field(description="seed of the generator")
     arithmetic: Optional[ArithmeticTask] = None
     files: Optional[ProblemFiles] = None
+    decontaminate: DecontamParams = Field(default_factory=DecontamParams,
+                                          description="n-gram decontamination against the test sets")
 
     @model_validator(mode="after")
     def _source_present(self) -> "ProblemsParams":

@@ -8,6 +8,9 @@ so DVC sees a replaced file). `problems.files.format` says how a file is read: `
 or a public format (gsm8k, math, humaneval, apps) read by the same rule as `restem import problems`
 (restem/publish/importers.py), so a code problem keeps the tests its verifier runs. Every row is checked;
 a bad row names the file, the row and the field.
+With params problems.decontaminate (mode report or drop), the Grow pool and demonstrations are checked for word
+n-gram overlap with the test split and the benchmark files in inputs/decontam/ (restem/decontam.py): the record
+goes to data/problems/decontam.json, and mode drop removes the contaminated problems.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from typing import Iterator
 from restem.publish.importers import VERIFIER_FIELDS, guess_format, problem_rows, table_rows
 from restem.schemas.errors import RestemError
 from restem.schemas.hashing import canonical_json
-from restem.schemas.io import atomic_dir, read_records, write_rows
+from restem.schemas.io import atomic_dir, read_records, write_json, write_rows
+from restem.decontam import decontaminate_problems
 from restem.schemas.params import ArithmeticTask, Params, ProblemFiles
 from restem.schemas.tables import Problem
-from restem.workspace import log, problems_dir, user_input
+from restem.workspace import DECONTAM_FILE, log, problems_dir, user_input
 from restem.verifiers.arithmetic import make_prompt, random_operand, scratchpad
 from restem.verifiers.reversed_addition import make_prompt as reversed_prompt, make_solution as reversed_solution
 
@@ -180,10 +184,13 @@ def run(params: Params, root: Path = Path(".")) -> dict[str, int]:
         if not tables["demos"] and params.base.checkpoint is None:
             raise RestemError("params: training a base model needs demonstrations; set problems.files.demos "
                               "or point base.checkpoint at a local Hugging Face checkpoint")
+    tables, record = decontaminate_problems(tables, spec.decontaminate, root)
     out = problems_dir(root)
     with atomic_dir(out) as tmp:
         for split in SPLITS:
             write_rows(tmp / f"{split}.parquet", Problem, tables[split])
+        if record is not None:  # mode none writes nothing, so the default outputs are as without the check
+            write_json(tmp / DECONTAM_FILE, record)
     counts = {split: len(rows) for split, rows in tables.items()}
     log(f"problems: {counts} -> {out}")
     return counts

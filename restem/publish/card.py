@@ -18,7 +18,7 @@ import yaml
 from restem.schemas.errors import RestemError
 from restem.schemas.refs import Ref
 from restem.schemas.tables import truncated
-from restem.workspace import PROBLEMS, TABLES, iter_dir, model_dir
+from restem.workspace import DECONTAM_FILE, PROBLEMS, TABLES, iter_dir, model_dir
 from restem.publish.layout import CONFIGS, MESSAGE_TYPE, SCHEMAS, TRACE_COLUMNS
 from restem.publish.selection import Selection, sql_refs
 from restem.query.sql import discover, run_query
@@ -179,23 +179,73 @@ def _feature_yaml(schema: pa.Schema) -> list[dict]:
     return out
 
 
-def card_header(split_counts: dict[str, int], license_: str, name: str) -> dict:
-    """The YAML header: license, configs (one per SFT shape) with their data files, features and splits."""
+SFT_TAGS = ["restem", "rest-em", "self-training", "synthetic", "sft"]
+
+
+def card_header(split_counts: dict[str, int], license_: str, name: str, configs=CONFIGS, schemas=SCHEMAS,
+                tags=SFT_TAGS) -> dict:
+    """The YAML header: license, configs (one per shape, the first the default) with their data files, features
+    and splits."""
     total = sum(split_counts.values())
     splits = [s for s in ("train", "test") if split_counts.get(s)]
     return {
         "license": license_,
         "pretty_name": name,
         "task_categories": ["text-generation"],
-        "tags": ["restem", "rest-em", "self-training", "synthetic", "sft"],
+        "tags": list(tags),
         "size_categories": [_size_category(total)],
-        "configs": [{"config_name": c, **({"default": True} if c == CONFIGS[0] else {}),
+        "configs": [{"config_name": c, **({"default": True} if c == configs[0] else {}),
                      "data_files": [{"split": s, "path": f"{c}/{s}-*.parquet"} for s in splits]}
-                    for c in CONFIGS],
-        "dataset_info": [{"config_name": c, "features": _feature_yaml(SCHEMAS[c]),
+                    for c in configs],
+        "dataset_info": [{"config_name": c, "features": _feature_yaml(schemas[c]),
                           "splits": [{"name": s, "num_examples": split_counts[s]} for s in splits]}
-                         for c in CONFIGS],
+                         for c in configs],
     }
+
+
+def contamination_check(con, root: Path, items: list) -> dict:
+    """The card's contamination record: the problems stage's check (data/problems/decontam.json, when params
+    problems.decontaminate ran it) and the exported texts (`items`, restem.decontam.Item) checked here against
+    the workspace's test problems with the same rule and n."""
+    from restem.decontam import DEFAULT_N, build_index, overlaps, problem_items
+
+    path = root / PROBLEMS / DECONTAM_FILE
+    stage = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    n = stage["n"] if stage else DEFAULT_N
+    tests = problem_items(run_query(con, "SELECT problem_id, split, subset, prompt, solution FROM problems "
+                                         "WHERE split = 'test' ORDER BY subset, problem_id").to_pylist(),
+                          bool(stage and stage.get("solutions")))
+    hits = overlaps(items, build_index(tests, n)) if tests else []
+    return {"stage": stage, "n": n, "test_sets": sorted(Counter(t.set for t in tests).items()),
+            "checked": len(items), "contaminated": len({h["train_id"] for h in hits}),
+            "test_items_hit": len({h["test_id"] for h in hits}), "examples": hits[:5]}
+
+
+def contamination_lines(c: dict) -> list[str]:
+    """The card's "Contamination check" section."""
+    st = c["stage"]
+    out = ["### Contamination check", "", "Word n-gram overlap with the test sets (restem/decontam.py: lowercase, "
+           "punctuation removed, one shared n-gram of normalised words counts; `restem audit contamination` "
+           "lists them).", ""]
+    if st:
+        counts = "; ".join(f"{k}: {v['contaminated']} of {v['checked']} contaminated, {v['dropped']} dropped"
+                           for k, v in sorted(st["counts"].items()))
+        out.append(f"- Problems stage (params `problems.decontaminate`, mode `{st['mode']}`, n = {st['n']}, "
+                   + ("prompts and solutions" if st.get("solutions") else "prompts") + "), against "
+                   + ", ".join(f"`{k}` ({v} items)" for k, v in sorted(st["test_sets"].items())) + f": {counts}.")
+    else:
+        out.append("- Problems stage: not run (params `problems.decontaminate.mode` is `none`).")
+    if not c["test_sets"]:
+        out.append("- Exported rows: not checked, the workspace has no test problems.")
+        return out + [""]
+    out.append(f"- Exported rows (prompt and completion texts), n = {c['n']}, against the test problems of "
+               + ", ".join(f"`{k}` ({v} items)" for k, v in c["test_sets"]) + f": {c['contaminated']} of "
+               f"{c['checked']} share an n-gram with {c['test_items_hit']} test item(s).")
+    if c["examples"]:
+        out += ["", _table(["exported row", "test item", "shared n-grams", "first shared n-gram"],
+                           [[f"`{h['train_id']}`", f"`{h['test_id']}`", h["shared"], h["ngram"]]
+                            for h in c["examples"]])]
+    return out + [""]
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -288,6 +338,7 @@ def card_body(sel: Selection, lin: dict, split_counts: dict[str, int], name: str
             "### Right answer, wrong reasoning", "",
             f"Rows whose step check failed (`scores.steps_valid = false`): {wrong} of {total}"
             f" ({wrong / total:.4f}); steps valid: {s.get('true', 0)}; not checkable (null): {s.get('null', 0)}.", "",
+            *contamination_lines(lin["contamination"]),
             "### Inputs (DVC lock hashes)", "",
             _table(["path", "md5 in dvc.lock", "file matches the lock"],
                    [[f"`{i['path']}`", f"`{i['md5']}`" if i["md5"] else None,

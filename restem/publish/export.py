@@ -12,6 +12,11 @@ Output folder (the layout `datasets.load_dataset` and the Hub read):
     messages/<split>-00000-of-0000N.parquet            chat `messages` (user, assistant) + trace columns
     (with --jsonl, the same rows as .jsonl beside each Parquet shard)
 
+With `--pairs` the rows are preference pairs instead (restem/publish/pairs.py): a correct and an incorrect
+Grow sample of the same problem and iteration, in configurations `preference` (prompt, chosen, rejected
+strings: TRL's DPOTrainer layout) and `preference_messages` (the conversational form), at most
+`--pairs-per-problem` per problem. Both cards record the contamination check (restem/decontam.py).
+
 Splits: `train`, and `test` when `--test-fraction` > 0 (whole problems go to one side, chosen by a hash
 of the problem id, so no problem leaks across). Every row keeps `sample_id` and `problem_id`.
 
@@ -34,8 +39,9 @@ import typer
 from restem.cli.errors import user_errors
 from restem.schemas.errors import RestemError
 from restem.schemas.io import atomic_dir, write_table, write_text
-from restem.publish.card import lineage, render_card
+from restem.publish.card import contamination_check, lineage, render_card
 from restem.publish.layout import jsonl_text, shape_tables, shard_names, split_of
+from restem.publish.pairs import DEFAULT_PAIRS_PER_PROBLEM
 from restem.publish.selection import Selection, check_selection, select_rows
 from restem.query.sql import connect, discover
 
@@ -54,10 +60,22 @@ def _check_output(out: Path, root: Path, force: bool) -> None:
         raise RestemError(f"--output {out}: folder is not empty; pass --force to replace it, or choose a new folder")
 
 
+def _license(license_: Optional[str], sources: list[str]) -> str:
+    if license_ is None:
+        licenses = {_LICENSE_OF_SOURCE.get(s) for s in sources}
+        license_ = licenses.pop() if len(licenses) == 1 and None not in licenses else "unknown"
+        if license_ == "unknown":
+            print("warning: problems come from your own files; pass --license with the data's license "
+                  "(the card says `unknown`)", file=sys.stderr)
+    return license_
+
+
 def run(root: Path, out: Path, selection: Selection, *, force: bool = False, jsonl: bool = False,
         test_fraction: float = 0.0, shard_rows: int = DEFAULT_SHARD_ROWS, license_: Optional[str] = None,
-        name: Optional[str] = None) -> dict:
+        name: Optional[str] = None, pairs: bool = False,
+        pairs_per_problem: int = DEFAULT_PAIRS_PER_PROBLEM) -> dict:
     """Write the data set folder `out`; returns {'rows': n, 'splits': {split: n}, 'files': [relative paths]}.
+    With `pairs`, the rows are preference pairs of the selected iterations' Grow samples (restem.publish.pairs).
 
     Every check runs before anything is written, and the folder is built aside and renamed into place,
     so an error leaves `out` as it was.
@@ -68,31 +86,17 @@ def run(root: Path, out: Path, selection: Selection, *, force: bool = False, jso
     if shard_rows < 1:
         raise RestemError(f"--shard-rows {shard_rows}: give a positive number of rows per Parquet file")
     _check_output(out, root, force)
-    available = [i for i, _ in discover(root).files["kept"]]
-    sel = check_selection(selection, available)
-    con = connect(root)
-    try:
-        rows = select_rows(con, sel)
-        lin = lineage(con, root, rows, sel)
-    finally:
-        con.close()
-    if license_ is None:
-        licenses = {_LICENSE_OF_SOURCE.get(s) for s in lin["sources"]}
-        license_ = licenses.pop() if len(licenses) == 1 and None not in licenses else "unknown"
-        if license_ == "unknown":
-            print("warning: problems come from your own files; pass --license with the data's license "
-                  "(the card says `unknown`)", file=sys.stderr)
-    name = name or ("restem " + ("selection" if sel.query else "kept samples, iteration"
-                                 + ("s " if len(lin["refs"]) > 1 else " ")
-                                 + ", ".join(str(r) for r in lin["refs"])))
-    by_split: dict[str, list[dict]] = {}
-    for r in rows:
-        by_split.setdefault(split_of(r["problem_id"], test_fraction), []).append(r)
-    split_counts = {s: len(v) for s, v in sorted(by_split.items())}
+    if pairs:
+        from restem.publish.pairs import export_pairs
+
+        rows, shape, card = export_pairs(root, selection, pairs_per_problem, test_fraction, license_, name, jsonl)
+    else:
+        rows, shape, card = _sft(root, selection, test_fraction, license_, name, jsonl)
+    by_split = _by_split(rows, test_fraction)
     files = []
     with atomic_dir(out) as tmp:
         for split, split_rows in sorted(by_split.items()):
-            for config, table in shape_tables(split_rows).items():
+            for config, table in shape(split_rows).items():
                 for stem, start, n in shard_names(split, table.num_rows, shard_rows):
                     shard = table.slice(start, n)
                     write_table(tmp / config / f"{stem}.parquet", shard)
@@ -100,9 +104,43 @@ def run(root: Path, out: Path, selection: Selection, *, force: bool = False, jso
                     if jsonl:
                         write_text(tmp / config / f"{stem}.jsonl", jsonl_text(shard))
                         files.append(f"{config}/{stem}.jsonl")
-        write_text(tmp / "README.md", render_card(sel, lin, split_counts, license_, name, jsonl))
+        write_text(tmp / "README.md", card)
         files.append("README.md")
-    return {"rows": len(rows), "splits": split_counts, "files": sorted(files)}
+    return {"rows": len(rows), "splits": split_counts(by_split), "files": sorted(files)}
+
+
+def _by_split(rows: list[dict], test_fraction: float) -> dict[str, list[dict]]:
+    by_split: dict[str, list[dict]] = {}
+    for r in rows:
+        by_split.setdefault(split_of(r["problem_id"], test_fraction), []).append(r)
+    return by_split
+
+
+def split_counts(by_split: dict[str, list]) -> dict[str, int]:
+    return {s: len(v) for s, v in sorted(by_split.items())}
+
+
+def _sft(root: Path, selection: Selection, test_fraction: float, license_: Optional[str], name: Optional[str],
+         jsonl: bool):
+    """The kept samples' rows, their shapes and the card."""
+    from restem.decontam import Item
+
+    available = [i for i, _ in discover(root).files["kept"]]
+    sel = check_selection(selection, available)
+    con = connect(root)
+    try:
+        rows = select_rows(con, sel)
+        lin = lineage(con, root, rows, sel)
+        lin["contamination"] = contamination_check(
+            con, root, [Item("exported", r["sample_id"], (r["prompt"], r["completion"])) for r in rows])
+    finally:
+        con.close()
+    license_ = _license(license_, lin["sources"])
+    name = name or ("restem " + ("selection" if sel.query else "kept samples, iteration"
+                                 + ("s " if len(lin["refs"]) > 1 else " ")
+                                 + ", ".join(str(r) for r in lin["refs"])))
+    card = render_card(sel, lin, split_counts(_by_split(rows, test_fraction)), license_, name, jsonl)
+    return rows, shape_tables, card
 
 
 def export_command(
@@ -123,12 +161,16 @@ def export_command(
                                                 "else unknown)"),
     name: Optional[str] = typer.Option(None, "--name", help="the card's title (pretty_name)"),
     force: bool = typer.Option(False, "--force", help="replace a non-empty output folder"),
+    pairs: bool = typer.Option(False, "--pairs", help="export preference pairs (prompt, chosen, rejected) of "
+                               "correct and incorrect Grow samples of the same problem, for DPO (TRL's layout)"),
+    pairs_per_problem: int = typer.Option(DEFAULT_PAIRS_PER_PROBLEM, "--pairs-per-problem",
+                                          help="with --pairs: the most pairs per problem and iteration"),
 ) -> None:
-    """Export kept samples as a Hugging Face data set (Parquet, prompt/completion and messages) with a data card."""
+    """Export kept samples (or, with --pairs, preference pairs) as a Hugging Face data set with a data card."""
     with user_errors():
         result = run(root, output, Selection(iterations=tuple(iteration) if iteration else None, all_=all_,
                                              query=query),
                      force=force, jsonl=jsonl, test_fraction=test_fraction, shard_rows=shard_rows,
-                     license_=license_, name=name)
+                     license_=license_, name=name, pairs=pairs, pairs_per_problem=pairs_per_problem)
     splits = ", ".join(f"{k}: {v}" for k, v in result["splits"].items())
     typer.echo(f"wrote {result['rows']} rows ({splits}) to {output}: {len(result['files'])} files")

@@ -10,6 +10,10 @@ Audits (`--show-sql` prints the query so it can be read and adapted with `restem
 - filter: kept and dropped samples by reason per iteration.
 - truncation: samples cut off at max_new_tokens (finish_reason `length`) per iteration and purpose: their
   share, how many right answers were cut off, how many were kept; `--list` shows examples and how they end.
+- contamination: word n-gram overlap (restem/decontam.py, n = 8 by default) of the training side (Grow pool,
+  demonstrations, kept samples) with every test set (data/problems/test.parquet by subset, plus the files of
+  params problems.decontaminate.against), or of two named files (`--train A.jsonl --test B.jsonl --field
+  question`); `--list` shows each (training item, test item) pair with a shared n-gram. Not SQL: computed in Python.
 - reward-model: a reward model's scores against the verifier's verdicts on the same samples: score
   rows made with `score.reward: model` (column `reward_model` set, the verdict beside it), or extra
   rows whose `verifier` starts with `rm:` (reward = its score, correct = NULL) written by other tools;
@@ -323,10 +327,14 @@ class AuditResult:
     note: str = ""  # said instead of (or besides) the table, e.g. no reward-model rows yet
 
 
+CONTAMINATION = "contamination"  # not a SQL audit: restem/decontam.py computes it
+
+
 def get_audit(name: Optional[str]) -> Audit:
     """The audit called `name`; an unknown or missing name is an error that lists the known ones."""
     if name not in AUDITS:
-        known = ", ".join(f"{a.name} ({a.help})" for a in AUDITS.values())
+        known = ", ".join([f"{a.name} ({a.help})" for a in AUDITS.values()]
+                          + [f"{CONTAMINATION} (n-gram overlap of training data with the test sets)"])
         raise RestemError(f"unknown audit {name!r}; choose one of: {known}")
     return AUDITS[name]
 
@@ -351,17 +359,34 @@ def run_audit(con, name: str, listing: bool = False) -> AuditResult:
 
 
 def audit_command(
-    name: Optional[str] = typer.Argument(None, help="wrong-reasoning, coverage, diversity, filter, precision, truncation or reward-model"),
+    name: Optional[str] = typer.Argument(None, help="wrong-reasoning, coverage, diversity, filter, precision, "
+                                         "truncation, reward-model or contamination"),
     listing: bool = typer.Option(False, "--list", help="list the samples or problems behind the numbers"),
     show_sql: bool = typer.Option(False, "--show-sql", help="print the audit's SQL (for `restem sql`) and stop"),
     fmt: str = typer.Option("table", "--format", "-f", help="table, csv or json"),
     rev: Optional[str] = typer.Option(None, "--rev", help="git revision or DVC experiment to audit"),
     root: Path = typer.Option(Path("."), "--root", help="workspace folder"),
     max_rows: int = typer.Option(200, "--max-rows", help="rows shown by --format table"),
+    train: Optional[Path] = typer.Option(None, "--train", help="contamination: a training JSONL/Parquet file"),
+    test: Optional[Path] = typer.Option(None, "--test", help="contamination: a test JSONL/Parquet file"),
+    field: Optional[list[str]] = typer.Option(None, "--field", help="contamination with --train/--test: a text "
+                                              "field to compare (repeatable, e.g. --field question --field answer)"),
+    n: int = typer.Option(8, "--n", help="contamination: n-gram length in normalised words"),
+    solutions: bool = typer.Option(False, "--solutions", help="contamination of a workspace: also compare the "
+                                   "problems' gold solutions"),
 ) -> None:
-    """Audit the loop's data: wrong reasoning, coverage, diversity, filter, truncation, reward model vs verifier."""
+    """Audit the loop's data: wrong reasoning, coverage, diversity, filter, truncation, reward model vs verifier,
+    contamination."""
     with user_errors():
         check_format(fmt)
+        if name == CONTAMINATION:
+            if show_sql:
+                raise RestemError("contamination is computed in Python (restem/decontam.py), not SQL: no --show-sql")
+            from restem.query.contamination import contamination_rows
+
+            rows = contamination_rows(root, rev, train, test, field, n, listing, solutions)
+            render(pa.Table.from_pylist(rows), fmt, max_rows)
+            return
         if show_sql:
             typer.echo(audit_sql(name, listing))
             return
