@@ -164,12 +164,27 @@ def load_policy(folder: Path, dtype: str = "float32") -> tuple["PreTrainedModel"
     return model, tokenizer
 
 
+def stored_dtype(folder: Path) -> str:
+    """The dtype a policy folder's weights are stored in: its config's `dtype` (`torch_dtype` in files written
+    before transformers 5); float32 when it names none or no floating-point type."""
+    config = json.loads((resolve_checkpoint(folder) / "config.json").read_text())
+    value = config.get("dtype") or config.get("torch_dtype")
+    return value if value in ("float32", "bfloat16", "float16") else "float32"
+
+
 def save_policy(
-    model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", folder: Path, meta: dict
+    model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", folder: Path, meta: dict, dtype: str | None = None
 ) -> ModelMeta:
-    """Save a checkpoint folder (safetensors + tokenizer + config) atomically, with restem.json."""
+    """Save a checkpoint folder (safetensors + tokenizer + config) atomically, with restem.json.
+
+    With `dtype` (e.g. from `stored_dtype` of the model it started from) the model is first cast to it in place:
+    training keeps float32 weights, and a bfloat16 checkpoint would otherwise come back twice its size."""
     from restem.schemas.io import atomic_dir
 
+    if dtype is not None:
+        import torch
+
+        model.to(getattr(torch, dtype))
     with atomic_dir(Path(folder)) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
