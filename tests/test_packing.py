@@ -130,3 +130,48 @@ def test_every_process_makes_the_same_number_of_micro_batches():
             assert len({len(g) for g in groups}) == 1  # a sharded model gathers weights in every forward
             assert all(len(m) <= (size or len(batch)) for g in groups for m in g)
             assert [row for g in groups for m in g for row in m] == batch  # in order, each row once
+
+
+TWO_PROCESS_SCRIPT = """
+import sys, torch
+from restem.schemas.params import Architecture, TrainParams
+from restem.training.modeling import build_char_tokenizer, build_model
+from restem.training.sft import is_main_process, train_sft
+from restem.verifiers.arithmetic import scratchpad
+torch.set_num_threads(1)
+tok = build_char_tokenizer()
+model = build_model(tok, Architecture(hidden_size=32, intermediate_size=64, layers=2, heads=2, max_positions=128), 0)
+pairs = [(f"{a}+{b}=", scratchpad(a, b)) for a in range(0, 400, 37) for b in range(0, 90, 13)][:45]
+micro = int(sys.argv[1]) or None
+train_sft(model, tok, pairs, TrainParams(epochs=1, lr=3e-3, batch_size=15, seed=3, micro_batch_size=micro,
+          packing=bool(int(sys.argv[2]))), 128, precision="float32")
+if is_main_process():
+    torch.save(model.state_dict(), sys.argv[3])
+"""
+
+
+@pytest.mark.slow
+def test_micro_batches_compose_with_two_processes(tmp_path):
+    """Two processes (slices of 7 and 8 rows of a 15-row batch), one row per forward and packing: every process
+    makes 8 forwards (one of them empty), and the weights are those of one process in one pass."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import pythonpath
+    from test_accelerate import _free_port
+
+    script = tmp_path / "train.py"
+    script.write_text(TWO_PROCESS_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": pythonpath(), "CUDA_VISIBLE_DEVICES": ""}
+    subprocess.run([sys.executable, str(script), "0", "0", str(tmp_path / "one.pt")], env=env, check=True,
+                   timeout=300)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_port", str(_free_port())]
+    proc = subprocess.run([*launch, str(script), "1", "1", str(tmp_path / "two.pt")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    assert _max_diff(one, two) < 1e-5
+    assert not all(torch.equal(one[k], two[k]) for k in one)  # really two processes: float rounding differs

@@ -244,7 +244,8 @@ class CompletionLoss:
 
 
 def train_loop(model, rows: Sequence, params: "TrainParams", objective, replay_rows: Sequence = (),
-               log_every: int = 10, precision: str = "auto", *, gradient_checkpointing: bool = False) -> list[dict]:
+               log_every: int = 10, precision: str = "auto", *, gradient_checkpointing: bool = False,
+               full_state: dict | None = None) -> list[dict]:
     """The one training loop (SFT and the reward model): train `model` in place on encoded `rows`; returns the
     loss log by step.
 
@@ -257,6 +258,8 @@ def train_loop(model, rows: Sequence, params: "TrainParams", objective, replay_r
     With `params.micro_batch_size`, a process forwards its rows that many at a time and sums the gradients;
     with `params.packing`, the objective packs each forward's rows (`objective.packed(context length)`);
     `gradient_checkpointing` (runtime.gradient_checkpointing) trades compute for activation memory.
+    Under a sharded launch (FSDP, DeepSpeed ZeRO-3) `model` ends up holding only this process's shard: pass a dict
+    as `full_state` and the main process finds the gathered full state dict in it, to save (docs/distributed.md).
 
     Each logged loss is the mean loss of the global batches since the previous entry. Under a multi-process
     launch every process returns the same log and holds the same weights.
@@ -299,6 +302,10 @@ def train_loop(model, rows: Sequence, params: "TrainParams", objective, replay_r
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: _lr_factor(s, total, warmup, params.schedule))
     if gradient_checkpointing:
         _enable_checkpointing(model)
+    if accelerator.distributed_type == "DEEPSPEED" and params.micro_batch_size:
+        raise RestemError("micro_batch_size is set but the launch uses DeepSpeed, whose engine steps on every "
+                          "backward: leave micro_batch_size unset (null) and set gradient accumulation in the "
+                          "DeepSpeed config, or launch with FSDP (configs/accelerate/fsdp.yaml)")
     wrapped, optim = accelerator.prepare(model, optim)
     wrapped.train()
     replay_gen = torch.Generator().manual_seed(params.seed + 1)
@@ -339,6 +346,8 @@ def train_loop(model, rows: Sequence, params: "TrainParams", objective, replay_r
                                                                 device=accelerator.device), "sum")[0])
             log.append({"step": step + 1, "loss": round(running / count, 6), "lr": optim.param_groups[0]["lr"]})
             running, count = 0.0, 0
+    if full_state is not None and accelerator.distributed_type in ("FSDP", "DEEPSPEED"):
+        full_state.update(accelerator.get_state_dict(wrapped))  # every process takes part; the main one gets it
     model = accelerator.unwrap_model(wrapped)
     if gradient_checkpointing:
         _disable_checkpointing(model)
@@ -351,7 +360,7 @@ def train_loop(model, rows: Sequence, params: "TrainParams", objective, replay_r
 def train_sft(model, tokenizer, pairs: Sequence[tuple[str, str]], params: "TrainParams", max_len: int,
               log_every: int = 10, weights: Sequence[float] | None = None,
               replay: Sequence[tuple[str, str]] = (), precision: str = "auto",
-              gradient_checkpointing: bool = False) -> list[dict]:
+              gradient_checkpointing: bool = False, full_state: dict | None = None) -> list[dict]:
     """Fine-tune `model` in place on (prompt, completion) pairs with `train_loop`; returns the loss log by step.
 
     `weights` (one per pair) turns on the reward-weighted loss. With `params.replay` > 0, that share of
@@ -370,4 +379,4 @@ def train_sft(model, tokenizer, pairs: Sequence[tuple[str, str]], params: "Train
     replayed = [(ids, n_prompt, 1.0 if weighted else None)
                 for ids, n_prompt in (encode_pairs(tokenizer, replay, max_len) if params.replay else [])]
     return train_loop(model, rows, params, CompletionLoss(tokenizer.pad_token_id), replayed, log_every, precision,
-                      gradient_checkpointing=gradient_checkpointing)
+                      gradient_checkpointing=gradient_checkpointing, full_state=full_state)
