@@ -175,3 +175,30 @@ def test_micro_batches_compose_with_two_processes(tmp_path):
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     assert _max_diff(one, two) < 1e-5
     assert not all(torch.equal(one[k], two[k]) for k in one)  # really two processes: float rounding differs
+
+
+def test_the_reward_models_objective_refuses_packing():
+    from restem.schemas.errors import RestemError
+    from restem.training.reward import VerdictLoss
+    from restem.training.sft import train_loop
+
+    tok = build_char_tokenizer()
+    rows = [(ids, n, 1.0) for ids, n, _ in _rows(tok)[:4]]
+    with pytest.raises(RestemError, match="reward_model.train.packing"):
+        train_loop(build_model(tok, ARCH, seed=0), rows, TrainParams(epochs=1, lr=1e-3, batch_size=2, packing=True),
+                   VerdictLoss(tok.pad_token_id, 1.0))
+
+
+@pytest.mark.parametrize("name, kind", [("fsdp", "FSDP"), ("deepspeed_zero3", "DEEPSPEED")])
+def test_accelerate_configs_load(name, kind):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    from conftest import REPO
+
+    config = load_config_from_file(str(REPO / "configs" / "accelerate" / f"{name}.yaml"))
+    assert config.distributed_type == kind and config.mixed_precision == "no"  # restem's own autocast
+    if kind == "FSDP":
+        assert config.fsdp_config["fsdp_reshard_after_forward"] is True  # full sharding
+        assert config.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    else:
+        assert config.deepspeed_config["zero_stage"] == 3 and config.deepspeed_config["zero3_save_16bit_model"]
