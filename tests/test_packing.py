@@ -202,3 +202,10 @@ def test_accelerate_configs_load(name, kind):
         assert config.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
     else:
         assert config.deepspeed_config["zero_stage"] == 3 and config.deepspeed_config["zero3_save_16bit_model"]
+
+
+def test_the_new_keys_leave_recorded_params_unchanged_at_their_defaults():
+    plain = TrainParams(epochs=1, lr=1e-3, batch_size=8)
+    assert "micro_batch_size" not in plain.model_dump() and "packing" not in plain.model_dump_json()
+    tuned = TrainParams(epochs=1, lr=1e-3, batch_size=8, micro_batch_size=2, packing=True)
+    assert tuned.model_dump()["micro_batch_size"] == 2 and tuned.model_dump()["packing"] is True

@@ -276,6 +276,10 @@ def train_loop(model, rows: Sequence, params: "TrainParams", objective, replay_r
         raise RestemError(f"train batch_size {params.batch_size} is smaller than the {processes} training processes: "
                           "raise batch_size (params: improve.batch_size, base.train.batch_size or "
                           "reward_model.train.batch_size) or launch fewer")
+    if accelerator.distributed_type == "DEEPSPEED" and params.micro_batch_size:
+        raise RestemError("micro_batch_size is set but the launch uses DeepSpeed, whose engine steps the optimizer "
+                          "in every backward: leave micro_batch_size unset (null; the DeepSpeed config's "
+                          "gradient_accumulation_steps stays 1), or launch with FSDP (configs/accelerate/fsdp.yaml)")
     if params.packing:
         if not hasattr(objective, "packed"):
             raise RestemError(f"packing: {type(objective).__name__} cannot pack rows (the reward model's objective "
@@ -302,10 +306,6 @@ def train_loop(model, rows: Sequence, params: "TrainParams", objective, replay_r
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: _lr_factor(s, total, warmup, params.schedule))
     if gradient_checkpointing:
         _enable_checkpointing(model)
-    if accelerator.distributed_type == "DEEPSPEED" and params.micro_batch_size:
-        raise RestemError("micro_batch_size is set but the launch uses DeepSpeed, whose engine steps on every "
-                          "backward: leave micro_batch_size unset (null) and set gradient accumulation in the "
-                          "DeepSpeed config, or launch with FSDP (configs/accelerate/fsdp.yaml)")
     wrapped, optim = accelerator.prepare(model, optim)
     wrapped.train()
     replay_gen = torch.Generator().manual_seed(params.seed + 1)
