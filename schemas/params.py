@@ -148,6 +148,16 @@ class TrainParams(Section):
     loss: Literal["bc", "reward_weighted"] = Field(
         default="bc", description="bc: behavioural cloning; reward_weighted: each row's loss times its reward")
     replay: float = Field(default=0.0, ge=0, lt=1, description="fraction of each batch drawn from the demos")
+    # Both leave the update as it is up to float rounding; each is left out of dumps at its default, so the
+    # params recorded in restem.json (and hashed) stay as they were.
+    micro_batch_size: Optional[int] = Field(
+        default=None, ge=1, exclude_if=lambda v: v is None,
+        description="rows per forward pass: a batch is forwarded that many rows at a time and the gradients summed "
+        "(gradient accumulation, for memory); null: the whole batch in one pass")
+    packing: bool = Field(
+        default=False, exclude_if=lambda v: not v,
+        description="lay a forward's rows end to end in sequences up to the model's context, with no attention "
+        "across rows, so short rows do not pay for padding (SFT only; the reward model does not pack)")
 
 
 class BaseParams(Section):
@@ -308,6 +318,10 @@ class RuntimeParams(Section):
         "gpu_memory_utilization decides")
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1,
                                           description="vllm engine: fraction of GPU memory it may take")
+    gradient_checkpointing: bool = Field(
+        default=False, description="Improve: recompute each layer's activations in the backward pass instead of "
+        "storing them (less memory, about a third more compute); the same operations on the same numbers, so "
+        "losses and weights do not change")
 
 
 class Params(Section):

@@ -21,7 +21,7 @@ from restem.schemas.params import Params
 from restem.schemas.tables import Kept
 from restem.workspace import iter_dir, log, model_dir
 from restem.sampling.engines import set_threads
-from restem.training.modeling import load_policy, model_hash, save_policy
+from restem.training.modeling import load_policy, model_hash, save_policy, stored_dtype
 from restem.training.data import demonstration_rows, training_rows
 from restem.training.sft import is_main_process, train_sft
 
@@ -42,8 +42,10 @@ def run(params: Params, iteration: int | str, init: int | str, root: Path = Path
     log(f"improve@{iteration}: {len(pairs)} training rows, starting from models/iter{init}"
         + (f", {p.replay:.0%} of each batch replayed from {len(replay)} demonstrations" if replay else "")
         + (", reward-weighted loss" if weights is not None else ""))
+    gathered: dict = {}  # the full weights, when a sharded launch (FSDP, ZeRO-3) leaves the model holding a shard
     train_log = train_sft(model, tokenizer, pairs, train, max_len, weights=weights, replay=replay,
-                          precision=params.runtime.precision)
+                          precision=params.runtime.precision,
+                          gradient_checkpointing=params.runtime.gradient_checkpointing, full_state=gathered)
     if not is_main_process():  # under `accelerate launch` every process trains; the main one writes
         return {"rows": len(pairs), "model_hash": None}
     log(f"improve@{iteration}: loss {train_log[0]['loss']:.3f} -> {train_log[-1]['loss']:.3f}")
@@ -55,7 +57,7 @@ def run(params: Params, iteration: int | str, init: int | str, root: Path = Path
         "params": {"improve": json.loads(p.model_dump_json()), "init": init, "rows": len(pairs),
                    "replayed_demonstrations": len(replay)},
         "train_log": train_log,
-    })
+    }, dtype=stored_dtype(start), state_dict=gathered)  # trained in float32; saved as its start was stored
     return {"rows": len(pairs), "model_hash": meta.model_hash}
 
 

@@ -164,14 +164,34 @@ def load_policy(folder: Path, dtype: str = "float32") -> tuple["PreTrainedModel"
     return model, tokenizer
 
 
+def stored_dtype(folder: Path) -> str:
+    """The dtype a policy folder's weights are stored in: its config's `dtype` (`torch_dtype` in files written
+    before transformers 5); float32 when it names none or no floating-point type."""
+    config = json.loads((resolve_checkpoint(folder) / "config.json").read_text())
+    value = config.get("dtype") or config.get("torch_dtype")
+    return value if value in ("float32", "bfloat16", "float16") else "float32"
+
+
 def save_policy(
-    model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", folder: Path, meta: dict
+    model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", folder: Path, meta: dict, dtype: str | None = None,
+    state_dict: dict | None = None,
 ) -> ModelMeta:
-    """Save a checkpoint folder (safetensors + tokenizer + config) atomically, with restem.json."""
+    """Save a checkpoint folder (safetensors + tokenizer + config) atomically, with restem.json.
+
+    With `dtype` (e.g. from `stored_dtype` of the model it started from) the model is first cast to it in place:
+    training keeps float32 weights, and a bfloat16 checkpoint would otherwise come back twice its size.
+    `state_dict`: the weights to write instead of the model's own (the full weights gathered from a sharded run;
+    see `train_loop`'s `full_state`)."""
     from restem.schemas.io import atomic_dir
 
+    if dtype is not None:
+        import torch
+
+        model.to(getattr(torch, dtype))
+        if state_dict:
+            state_dict = {k: v.to(getattr(torch, dtype)) if v.is_floating_point() else v for k, v in state_dict.items()}
     with atomic_dir(Path(folder)) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
         tokenizer.save_pretrained(tmp)
         written = ModelMeta(model_hash=folder_hash(tmp), **meta)
         write_json(tmp / META_FILE, json.loads(written.model_dump_json()))

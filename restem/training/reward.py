@@ -19,7 +19,7 @@ from restem.schemas.errors import RestemError
 from restem.schemas.hashing import content_hash
 from restem.stats import auc
 from restem.training.modeling import model_hash, resolve_checkpoint
-from restem.training.sft import encode_pairs, pad_right, train_loop
+from restem.training.sft import context_length, encode_pairs, pad_right, train_loop
 
 if TYPE_CHECKING:
     import torch
@@ -48,11 +48,6 @@ def split_labelled(samples: Sequence[dict], scores: Sequence, seed: int, share: 
                   if not is_holdout(s["problem_id"], seed, share)]
     held = [(s, sc) for s, sc in labelled if is_holdout(s["problem_id"], seed, share)]
     return labelled, train_rows, held
-
-
-def context_length(model) -> int:
-    """The longest input the model takes (its position table; 2048 when its config does not say)."""
-    return int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
 
 
 def _logits(model, batch_ids: Sequence[list[int]], pad_id: int) -> "torch.Tensor":

@@ -12,6 +12,12 @@ the same generator and trains on its own contiguous slice of it; the loss of a s
 token loss over the token count of the whole global batch (times N, since DDP averages gradients), so
 the synchronised gradient, and hence the model, is that of the single-process run up to float
 rounding. Only the main process should save (`is_main_process`).
+
+Fitting big models: `micro_batch_size` forwards a process's slice in micro-batches and sums their gradients
+(gradient accumulation; every micro-batch's loss is over the global batch's token count, so the update is the
+one-pass update up to float rounding); `packing` lays a forward's rows end to end in sequences up to the
+model's context (restem/training/packing.py); `gradient_checkpointing` recomputes activations in the backward
+pass instead of keeping them.
 """
 
 from __future__ import annotations
@@ -93,16 +99,55 @@ def completion_loss_sum(logits, labels, weights=None):
     if weights is None:
         return torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]),
                                                  shifted.view(-1).to(logits.device), ignore_index=-100, reduction="sum")
-    # Reward-weighted: each row's token losses times the row's weight.
+    # Reward-weighted: each row's token losses times the row's weight (one per row, or one per position of a
+    # packed batch, shifted like the labels so that a target token carries its own row's weight).
     per_token = torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), shifted.view(-1).to(logits.device),
                                                   ignore_index=-100, reduction="none").view(shifted.shape)
-    return (per_token * weights.to(per_token.device)[:, None]).sum()
+    weights = weights.to(per_token.device)
+    if weights.ndim == 2:
+        return (per_token * torch.nn.functional.pad(weights, (0, 1))[..., 1:]).sum()
+    return (per_token * weights[:, None]).sum()
 
 
 def process_slice(batch: Sequence, index: int, count: int) -> list:
     """The contiguous part of a global batch that process `index` of `count` trains on."""
     n = len(batch)
     return list(batch[index * n // count : (index + 1) * n // count])
+
+
+def micro_batches(mine: Sequence, size: int | None, global_size: int, processes: int) -> list[list]:
+    """This process's slice `mine` cut into the groups it forwards one at a time: at most `size` rows each (all of
+    them in one when `size` is None). Every process makes the same number of groups, the number the largest slice
+    of a `global_size` batch needs, since a sharded model (FSDP, ZeRO-3) gathers its weights in every forward and
+    the processes must all take part; a group may then be empty."""
+    if size is None:
+        return [list(mine)]
+    count = math.ceil(math.ceil(global_size / processes) / size)
+    return [process_slice(mine, j, count) for j in range(count)]
+
+
+def context_length(model) -> int:
+    """The longest input the model takes (its position table; 2048 when its config does not say)."""
+    return int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+
+
+def _enable_checkpointing(model) -> None:
+    """Gradient checkpointing on the outermost module that supports it (a wrapper such as the reward model's
+    token scorer holds a transformers model); a note when none does."""
+    from restem.workspace import log
+
+    for module in model.modules():
+        if getattr(module, "supports_gradient_checkpointing", False):
+            # Non-reentrant: it needs no input that requires grad (embeddings of a frozen base under LoRA).
+            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            return
+    log(f"runtime.gradient_checkpointing: {type(model).__name__} does not support it; training without")
+
+
+def _disable_checkpointing(model) -> None:
+    for module in model.modules():
+        if getattr(module, "is_gradient_checkpointing", False):
+            module.gradient_checkpointing_disable()
 
 
 def _launched_processes() -> int:
@@ -166,10 +211,15 @@ def is_main_process() -> bool:
 
 class CompletionLoss:
     """SFT's objective for `train_loop`: next-token cross-entropy on the completion tokens of rows
-    `(ids, n_prompt, weight)` from `encode_pairs` (weight None: unweighted; else each row's loss times it)."""
+    `(ids, n_prompt, weight)` from `encode_pairs` (weight None: unweighted; else each row's loss times it).
+    With `pack_len`, the rows of a forward are packed into sequences of at most that many tokens
+    (restem/training/packing.py); the summed loss is the same up to float rounding."""
 
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
+    def __init__(self, pad_id: int, pack_len: int | None = None):
+        self.pad_id, self.pack_len = pad_id, pack_len
+
+    def packed(self, pack_len: int) -> "CompletionLoss":
+        return CompletionLoss(self.pad_id, pack_len)
 
     def count(self, batch: Sequence[tuple]) -> int:
         return target_count(batch)
@@ -177,14 +227,25 @@ class CompletionLoss:
     def loss_sum(self, model, batch: Sequence[tuple], device) -> "torch.Tensor":
         import torch
 
+        if self.pack_len:
+            from restem.training.packing import collate_packed, pack_rows
+
+            input_ids, position_ids, labels, weights = collate_packed(batch, pack_rows(batch, self.pack_len),
+                                                                      self.pad_id)
+            # No attention mask: the restarting position_ids tell the model where rows begin (see packing.py);
+            # no cache, whose presence turns that detection off.
+            logits = model(input_ids=input_ids.to(device), position_ids=position_ids.to(device),
+                           use_cache=False).logits
+            return completion_loss_sum(logits, labels.to(device), weights)
         input_ids, mask, labels = (t.to(device) for t in _collate([row[:2] for row in batch], self.pad_id))
         weights = None if batch[0][2] is None else torch.tensor([row[2] for row in batch], dtype=torch.float32)
-        logits = model(input_ids=input_ids, attention_mask=mask).logits
+        logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
         return completion_loss_sum(logits, labels, weights)
 
 
 def train_loop(model, rows: Sequence, params: "TrainParams", objective, replay_rows: Sequence = (),
-               log_every: int = 10, precision: str = "auto") -> list[dict]:
+               log_every: int = 10, precision: str = "auto", *, gradient_checkpointing: bool = False,
+               full_state: dict | None = None) -> list[dict]:
     """The one training loop (SFT and the reward model): train `model` in place on encoded `rows`; returns the
     loss log by step.
 
@@ -194,9 +255,17 @@ def train_loop(model, rows: Sequence, params: "TrainParams", objective, replay_r
     With `params.replay` > 0, that share of every global batch is drawn from `replay_rows` through its own
     shuffled stream. The number of steps is `params.steps`, or `params.epochs` passes over `rows`.
 
+    With `params.micro_batch_size`, a process forwards its rows that many at a time and sums the gradients;
+    with `params.packing`, the objective packs each forward's rows (`objective.packed(context length)`);
+    `gradient_checkpointing` (runtime.gradient_checkpointing) trades compute for activation memory.
+    Under a sharded launch (FSDP, DeepSpeed ZeRO-3) `model` ends up holding only this process's shard: pass a dict
+    as `full_state` and the main process finds the gathered full state dict in it, to save (docs/distributed.md).
+
     Each logged loss is the mean loss of the global batches since the previous entry. Under a multi-process
     launch every process returns the same log and holds the same weights.
     """
+    import contextlib
+
     import torch
 
     if not rows:
@@ -207,6 +276,15 @@ def train_loop(model, rows: Sequence, params: "TrainParams", objective, replay_r
         raise RestemError(f"train batch_size {params.batch_size} is smaller than the {processes} training processes: "
                           "raise batch_size (params: improve.batch_size, base.train.batch_size or "
                           "reward_model.train.batch_size) or launch fewer")
+    if accelerator.distributed_type == "DEEPSPEED" and params.micro_batch_size:
+        raise RestemError("micro_batch_size is set but the launch uses DeepSpeed, whose engine steps the optimizer "
+                          "in every backward: leave micro_batch_size unset (null; the DeepSpeed config's "
+                          "gradient_accumulation_steps stays 1), or launch with FSDP (configs/accelerate/fsdp.yaml)")
+    if params.packing:
+        if not hasattr(objective, "packed"):
+            raise RestemError(f"packing: {type(objective).__name__} cannot pack rows (the reward model's objective "
+                              "reads every position of a row); set reward_model.train.packing: false")
+        objective = objective.packed(context_length(model))
     n_replay = round(params.batch_size * params.replay) if params.replay else 0
     if n_replay and not replay_rows:
         raise RestemError("train replay > 0 but there are no rows to replay; set replay: 0")
@@ -226,6 +304,8 @@ def train_loop(model, rows: Sequence, params: "TrainParams", objective, replay_r
     )
     # Stepped by us once per global batch: a prepared scheduler would step once per process.
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: _lr_factor(s, total, warmup, params.schedule))
+    if gradient_checkpointing:
+        _enable_checkpointing(model)
     wrapped, optim = accelerator.prepare(model, optim)
     wrapped.train()
     replay_gen = torch.Generator().manual_seed(params.seed + 1)
@@ -242,10 +322,20 @@ def train_loop(model, rows: Sequence, params: "TrainParams", objective, replay_r
             replay_order = replay_order[n_replay:]
         targets = max(1, objective.count(batch))
         mine = process_slice(batch, rank, processes)
-        with _autocast(precision, accelerator.device):
-            batch_loss = objective.loss_sum(wrapped, mine, accelerator.device) / targets  # its share of the global mean
         optim.zero_grad(set_to_none=True)
-        accelerator.backward(batch_loss * processes)
+        groups = micro_batches(mine, params.micro_batch_size, len(batch), processes)
+        batch_loss = 0.0
+        for j, group in enumerate(groups):
+            # Gradients sync across processes once, in the last group's backward.
+            sync = contextlib.nullcontext() if j == len(groups) - 1 else accelerator.no_sync(wrapped)
+            with sync:
+                with _autocast(precision, accelerator.device):
+                    # its share of the global mean; an empty group forwards a row with no weight (see micro_batches)
+                    loss = objective.loss_sum(wrapped, group or mine[:1], accelerator.device) / targets
+                    if not group:
+                        loss = loss * 0.0
+                accelerator.backward(loss * processes)
+            batch_loss = batch_loss + loss.detach()
         accelerator.clip_grad_norm_(wrapped.parameters(), 1.0)
         optim.step()
         sched.step()
@@ -256,7 +346,11 @@ def train_loop(model, rows: Sequence, params: "TrainParams", objective, replay_r
                                                                 device=accelerator.device), "sum")[0])
             log.append({"step": step + 1, "loss": round(running / count, 6), "lr": optim.param_groups[0]["lr"]})
             running, count = 0.0, 0
+    if full_state is not None and accelerator.distributed_type in ("FSDP", "DEEPSPEED"):
+        full_state.update(accelerator.get_state_dict(wrapped))  # every process takes part; the main one gets it
     model = accelerator.unwrap_model(wrapped)
+    if gradient_checkpointing:
+        _disable_checkpointing(model)
     model.eval()
     model.to(home)
     accelerator.wait_for_everyone()
@@ -265,7 +359,8 @@ def train_loop(model, rows: Sequence, params: "TrainParams", objective, replay_r
 
 def train_sft(model, tokenizer, pairs: Sequence[tuple[str, str]], params: "TrainParams", max_len: int,
               log_every: int = 10, weights: Sequence[float] | None = None,
-              replay: Sequence[tuple[str, str]] = (), precision: str = "auto") -> list[dict]:
+              replay: Sequence[tuple[str, str]] = (), precision: str = "auto",
+              gradient_checkpointing: bool = False, full_state: dict | None = None) -> list[dict]:
     """Fine-tune `model` in place on (prompt, completion) pairs with `train_loop`; returns the loss log by step.
 
     `weights` (one per pair) turns on the reward-weighted loss. With `params.replay` > 0, that share of
@@ -283,4 +378,5 @@ def train_sft(model, tokenizer, pairs: Sequence[tuple[str, str]], params: "Train
             for i, (ids, n_prompt) in enumerate(encode_pairs(tokenizer, pairs, max_len))]
     replayed = [(ids, n_prompt, 1.0 if weighted else None)
                 for ids, n_prompt in (encode_pairs(tokenizer, replay, max_len) if params.replay else [])]
-    return train_loop(model, rows, params, CompletionLoss(tokenizer.pad_token_id), replayed, log_every, precision)
+    return train_loop(model, rows, params, CompletionLoss(tokenizer.pad_token_id), replayed, log_every, precision,
+                      gradient_checkpointing=gradient_checkpointing, full_state=full_state)
