@@ -37,7 +37,7 @@ def _vl_convert():
     return vl_convert
 
 
-def _vega_lite_version(vlc) -> str:
+def _vega_lite_version(vlc) -> str | None:
     """The newest vega-lite of the templates' major version that vl-convert bundles (else its default)."""
     ours = [v for v in vlc.get_vegalite_versions() if v.split(".")[0].lstrip("v") == VEGA_LITE_MAJOR]
     return max(ours, key=lambda v: tuple(int(x) for x in v.lstrip("v").split("."))) if ours else None
@@ -77,12 +77,17 @@ def page_html() -> str:
 """
 
 
-def write_page(root: Path = Path("."), configure: bool = True) -> Path:
-    """Write the offline template to `root/.dvc/plots/offline.html` and (`configure`) name it in
-    `.dvc/config.local` as `plots.html_template`, so a plain `dvc plots show` uses it. Returns its path."""
+def _dvc_project(root: Path) -> Path:
     root = Path(root)
     if not (root / ".dvc").is_dir():
         raise RestemError(f"{root.resolve()} is not a DVC project (no .dvc/ folder): run this from the repo root")
+    return root
+
+
+def write_page(root: Path = Path("."), configure: bool = True) -> Path:
+    """Write the offline template to `root/.dvc/plots/offline.html` and (`configure`) name it in
+    `.dvc/config.local` as `plots.html_template`, so a plain `dvc plots show` uses it. Returns its path."""
+    root = _dvc_project(root)
     path = root / PAGE
     write_text(path, page_html())
     if configure:
@@ -100,7 +105,7 @@ def plot_specs(root: Path = Path(".")) -> dict[str, dict]:
     from dvc.repo import Repo
 
     specs: dict[str, dict] = {}
-    with Repo(str(root)) as repo:
+    with Repo(str(_dvc_project(root))) as repo:
         data = repo.plots.show()
         for rev, shown in data.items():
             if error := (shown.get("definitions") or {}).get("error"):
