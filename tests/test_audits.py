@@ -234,13 +234,14 @@ def test_cli_show_sql_unknown_name_and_formats(workspace):
 
 def test_write_plot_data(workspace):
     files = write_plot_data(workspace)
-    assert sorted(p.name for p in files) == ["audit_rates.csv", "filter.csv", "solve_rates.csv"]
+    assert sorted(p.name for p in files) == ["accuracy.csv", "audit_rates.csv", "filter.csv", "solve_rates.csv"]
     read = lambda name: list(csv.DictReader((workspace / "metrics/plots" / name).open()))  # noqa: E731
     filt = read("filter.csv")
     assert filt[1] == {"iteration": "2", "dropped_duplicate": "1", "dropped_incorrect": "3", "kept": "2"}
-    rates = {r["solve_rate"]: r for r in read("solve_rates.csv")}
-    assert {k: (v["iter1"], v["iter2"]) for k, v in rates.items()} == {"0.0": ("1", "1"), "0.5": ("1", "1"),
-                                                                       "1.0": ("1", "1")}
+    rates = {(r["series"], r["solve_rate"]): r["problems"] for r in read("solve_rates.csv")}
+    assert rates == {(f"iter{i}", b): "1" for i in (1, 2) for b in ("0.0", "0.5", "1.0")}
+    assert [(r["iteration"], r["series"], r["value"]) for r in read("accuracy.csv")] == [
+        ("1", "in_dist pass@1", "0.25"), ("2", "in_dist pass@1", "0.5")]
     audit_rates = read("audit_rates.csv")
     assert [r["iteration"] for r in audit_rates] == ["1", "2"]
     assert float(audit_rates[1]["kept_wrong_reasoning_rate"]) == 0.5 and float(audit_rates[0]["pass_at_1"]) == 0.5

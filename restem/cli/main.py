@@ -158,6 +158,10 @@ def _mount_tools() -> None:
     app.command("sql")(sql_command)
     app.command("audit")(audit_command)
 
+    from restem.query.plot_page import draw_command
+
+    app.command("draw")(draw_command)
+
     from restem.publish.export import export_command
 
     app.command("export")(export_command)

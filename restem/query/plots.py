@@ -1,5 +1,10 @@
 """The data of the DVC plots drawn from the whole workspace (stage `plots`), from the audits' queries
-(`restem.query.audits`): `metrics/plots/filter.csv`, `solve_rates.csv` and `audit_rates.csv`.
+(`restem.query.audits`) and the `metrics` view: `metrics/plots/accuracy.csv`, `filter.csv`, `solve_rates.csv`
+and `audit_rates.csv`.
+
+A plot definition in dvc.yaml names its CSV columns, so every column it names exists whatever the user's test
+sets, iterations or filter outcomes: what varies with them (a test set, an iteration) is a value in a long
+table (column `series`, drawn as one line each by template `.dvc/plots/lines_by_series.json`), never a column.
 """
 
 from __future__ import annotations
@@ -34,8 +39,12 @@ def _wide(rows: list[dict], key: str, column: str, value: str, fill=0, order=Non
 def write_plot_data(root: Path = Path(".")) -> list[Path]:
     """Write the data of the DVC plots under `root/metrics/plots/`; returns the files written.
 
-    - filter.csv: iteration (or ReST step, e.g. 1b), kept, dropped_<reason>... (samples per outcome)
-    - solve_rates.csv: solve_rate (bin start, 0.0..1.0 in tenths), iter<i>... (grow problems per bin)
+    - accuracy.csv: iteration (or step), test_set, metric, series ('<test_set> <metric>'), value: pass@1,
+      pass@k and maj@k of every test set (metrics/iterations/)
+    - filter.csv: iteration (or ReST step, e.g. 1b), kept, dropped_<reason>... (samples per outcome; `kept`
+      always present, the plots draw only it)
+    - solve_rates.csv: solve_rate (bin start, 0.0..1.0 in tenths), series (iter<i>), problems (grow problems
+      per bin; 0 where an iteration has none)
     - audit_rates.csv: iteration, pass_at_1, pass_at_k, wrong_reasoning_rate, kept_wrong_reasoning_rate,
       distinct_paths, kept_precision (grow samples; a ReST step's row has only what its filter changes)
     """
@@ -44,20 +53,44 @@ def write_plot_data(root: Path = Path(".")) -> list[Path]:
     con = connect(root)
     try:
         q = lambda sql: run_query(con, sql).to_pylist()  # noqa: E731
-        written = []
+        written = [_write(out / "accuracy.csv", *_accuracy(q))]
         outcome = q("SELECT ref AS iteration, replace(replace(outcome, 'dropped: ', 'dropped_'), ' ', '_') AS outcome, "
                     f"samples FROM ({FILTER})")
         rows, cols = _wide(outcome, "iteration", "outcome", "samples", order=ref_order)
+        cols += [] if "kept" in cols else ["kept"]  # a filter that kept nothing: still a column for the plot
+        rows = [{"kept": 0} | r for r in rows]
         written.append(_write(out / "filter.csv", rows, cols))
         rates = q(f"""{PER_PROBLEM}
-            SELECT least(floor(c / n * 10) / 10, 1.0) AS solve_rate, 'iter' || iteration AS iteration, count(*) AS problems
+            SELECT least(floor(c / n * 10) / 10, 1.0) AS solve_rate, iteration, count(*) AS problems
             FROM per_problem WHERE purpose = 'grow' GROUP BY ALL""")
-        rows, cols = _wide(rates, "solve_rate", "iteration", "problems")
-        written.append(_write(out / "solve_rates.csv", rows, cols))
+        written.append(_write(out / "solve_rates.csv", *_solve_rates(rates)))
         written.append(_write(out / "audit_rates.csv", *_audit_rates(con)))
     finally:
         con.close()
     return written
+
+
+def _accuracy(q) -> tuple[list[dict], list[str]]:
+    """pass@1 (greedy), pass@k and maj@k of every test set and model, in long form (metric names follow params)."""
+    rows = q("SELECT ref AS iteration, subset AS test_set, metric, subset || ' ' || metric AS series, value "
+             "FROM metrics WHERE subset IS NOT NULL AND regexp_full_match(metric, '(pass|maj)@[0-9]+')")
+    rows.sort(key=lambda r: (ref_order(r["iteration"]), r["test_set"], _metric_order(r["metric"])))
+    return rows, ["iteration", "test_set", "metric", "series", "value"]
+
+
+def _metric_order(metric: str) -> tuple[int, int]:
+    kind, k = metric.split("@")
+    return (0 if kind == "pass" else 1), int(k)
+
+
+def _solve_rates(rates: list[dict]) -> tuple[list[dict], list[str]]:
+    """One row per iteration and bin that any iteration has (0 where this one has no problem in it), so every
+    line runs over the same x values; a bin no iteration reaches (e.g. 0.4 with 8 samples) is no point."""
+    counts = {(r["solve_rate"], r["iteration"]): r["problems"] for r in rates}
+    bins, iterations = sorted({r["solve_rate"] for r in rates}), sorted({r["iteration"] for r in rates})
+    rows = [{"solve_rate": b, "series": f"iter{it}", "problems": counts.get((b, it), 0)}
+            for it in iterations for b in bins]
+    return rows, ["solve_rate", "series", "problems"]
 
 
 def _audit_rates(con) -> tuple[list[dict], list[str]]:
