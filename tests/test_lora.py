@@ -247,3 +247,24 @@ def test_qwen2_adapter_is_a_fraction_of_the_checkpoint(qwen2_folder):
         m, t = load_policy(model_dir(1, root), merge=merge)
         outs.append([c.text for c in TransformersEngine(m, t).generate([Request(p, 0) for p in prompts], greedy)])
     assert outs[0] == outs[1]
+
+
+def test_export_command_writes_the_merged_model(lora_root, tmp_path):
+    from typer.testing import CliRunner
+
+    from restem.cli.main import app
+    from restem.training.modeling import load_policy
+
+    root, _, _ = lora_root
+    out = tmp_path / "merged"
+    result = CliRunner().invoke(app, ["export", "--model", "1", "--merged", "-o", str(out), "--root", str(root)])
+    assert result.exit_code == 0, result.output
+    model, _ = load_policy(out)
+    assert type(model).__name__ == "LlamaForCausalLM"
+    again = CliRunner().invoke(app, ["export", "--model", "1", "--merged", "-o", str(out), "--root", str(root)])
+    assert again.exit_code == 2 and "not empty" in again.output
+    bare = CliRunner().invoke(app, ["export", "--merged", "-o", str(tmp_path / "x"), "--root", str(root)])
+    assert bare.exit_code == 2 and "--merged needs --model" in bare.output
+    copied = tmp_path / "adapter"
+    plain = CliRunner().invoke(app, ["export", "--model", "1", "-o", str(copied), "--root", str(root)])
+    assert plain.exit_code == 0 and (copied / "adapter_config.json").is_file()

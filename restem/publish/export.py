@@ -12,6 +12,9 @@ Output folder (the layout `datasets.load_dataset` and the Hub read):
     messages/<split>-00000-of-0000N.parquet            chat `messages` (user, assistant) + trace columns
     (with --jsonl, the same rows as .jsonl beside each Parquet shard)
 
+With `--model <ref>` it writes one model of the loop instead (restem/publish/model_export.py; `--merged`: a LoRA
+adapter merged into its base as a whole checkpoint).
+
 Splits: `train`, and `test` when `--test-fraction` > 0 (whole problems go to one side, chosen by a hash
 of the problem id, so no problem leaks across). Every row keeps `sample_id` and `problem_id`.
 
@@ -123,8 +126,28 @@ def export_command(
                                                 "else unknown)"),
     name: Optional[str] = typer.Option(None, "--name", help="the card's title (pretty_name)"),
     force: bool = typer.Option(False, "--force", help="replace a non-empty output folder"),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="export this model of the loop (e.g. 2 or 1b) instead of kept samples: "
+                                             "its folder, restem.json lineage included"),
+    merged: bool = typer.Option(False, "--merged", help="with --model: merge a LoRA adapter into its base and write "
+                                                        "a whole Hugging Face checkpoint"),
 ) -> None:
-    """Export kept samples as a Hugging Face data set (Parquet, prompt/completion and messages) with a data card."""
+    """Export kept samples as a Hugging Face data set (Parquet, prompt/completion and messages) with a data card,
+    or with --model one model of the loop (--merged: an adapter merged into its base)."""
+    if model is not None or merged:
+        with user_errors():
+            if model is None:
+                raise RestemError("--merged needs --model: name the model to merge, e.g. --model 2")
+            from restem.publish.model_export import export_model
+            from restem.workspace import model_ref
+
+            try:
+                ref = model_ref(model)
+            except ValueError as exc:
+                raise RestemError(f"--model {model}: {exc}") from None
+            export_model(root, ref, output, merged=merged, force=force)
+        typer.echo(f"wrote model {model}{' (merged)' if merged else ''} to {output}")
+        return
     with user_errors():
         result = run(root, output, Selection(iterations=tuple(iteration) if iteration else None, all_=all_,
                                              query=query),
