@@ -268,3 +268,54 @@ def test_export_command_writes_the_merged_model(lora_root, tmp_path):
     copied = tmp_path / "adapter"
     plain = CliRunner().invoke(app, ["export", "--model", "1", "-o", str(copied), "--root", str(root)])
     assert plain.exit_code == 0 and (copied / "adapter_config.json").is_file()
+
+
+def test_same_bytes_in_another_workspace_and_full_fine_tuning_from_an_adapter(lora_root, tmp_path):
+    """DVC runs stages in copies of the workspace: nothing in the adapter folder depends on where it was written.
+    And with adapter none, a warm start from an adapter model fine-tunes the merged weights into a full checkpoint."""
+    from restem.training.modeling import model_hash, read_meta
+
+    root, _, params = lora_root
+    other = tmp_path / "elsewhere"
+    for name in ("data", "models"):
+        shutil.copytree(root / name, other / name)
+    improve.run(params, 1, 0, other)
+    assert _bytes(model_dir(1, other)) == _bytes(model_dir(1, root))
+    full = params.model_copy(update={"improve": params.improve.model_copy(update={"adapter": "none"})})
+    improve.run(full, 2, 1, other)
+    assert (model_dir(2, other) / "model.safetensors").is_file() and not (model_dir(2, other) / "adapter_config.json").exists()
+    assert read_meta(model_dir(2, other)).parent == model_hash(model_dir(1, other))
+    assert read_meta(model_dir(2, other)).adapter is None
+
+
+_SAVE_FRESH = """
+import sys
+from pathlib import Path
+from restem.schemas.params import LoraParams
+from restem.training.adapters import adapter_meta, fresh_adapter
+from restem.training.modeling import load_policy, save_policy
+root, out = Path(sys.argv[1]), Path(sys.argv[2])
+model, tok = load_policy(root / "models/iter0")
+save_policy(fresh_adapter(model, LoraParams(), 3), tok, out, {"iteration": 1, "adapter": adapter_meta(root / "models/iter0", root)})
+"""
+
+
+def test_adapter_files_do_not_depend_on_the_process(lora_root, tmp_path):
+    """peft keeps target modules in a set, whose order follows the process's hash seed; the saved files must not."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import pythonpath
+
+    root, _, _ = lora_root
+    outs = []
+    for seed in ("1", "2"):
+        out = root / "models" / f"fresh{seed}"
+        env = {**os.environ, "PYTHONPATH": pythonpath(), "PYTHONHASHSEED": seed}
+        proc = subprocess.run([sys.executable, "-c", _SAVE_FRESH, str(root), str(out)], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outs.append(_bytes(out))
+        shutil.rmtree(out)
+    assert outs[0] == outs[1]

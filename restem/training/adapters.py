@@ -81,8 +81,9 @@ def attach(base_model: "PreTrainedModel", adapter: Path, trainable: bool = False
 
 
 def load_merged(base_model: "PreTrainedModel", adapter: Path) -> "PreTrainedModel":
-    """The base with the adapter's update merged into its weights: a plain model, as fast as the base."""
-    return attach(base_model, adapter).merge_and_unload()
+    """The base with the adapter's update merged into its weights: a plain model, as fast as the base, whose
+    weights train as a loaded checkpoint's do (peft froze them)."""
+    return attach(base_model, adapter).merge_and_unload().requires_grad_(True)
 
 
 def fresh_adapter(model: "PreTrainedModel", lora, seed: int):
@@ -114,6 +115,8 @@ def save_adapter_files(model, tmp: Path, base: str) -> None:
     written: the base is named by its workspace-relative folder, and peft's generated README is left out."""
     for config in model.peft_config.values():
         config.base_model_name_or_path = base
+        if isinstance(config.target_modules, (set, list)):  # peft keeps a set: its order changes per process
+            config.target_modules = sorted(config.target_modules)
     # Embeddings are never adapted here; peft's `auto` would look the base up on the Hub to check the vocabulary.
     model.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False)
     (tmp / "README.md").unlink(missing_ok=True)
