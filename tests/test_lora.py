@@ -319,3 +319,24 @@ def test_adapter_files_do_not_depend_on_the_process(lora_root, tmp_path):
         outs.append(_bytes(out))
         shutil.rmtree(out)
     assert outs[0] == outs[1]
+
+
+def test_adapter_on_the_users_own_checkpoint(lora_root, tmp_path):
+    """base.checkpoint: models/iter0 is a restem.json pointing to the user's folder; the adapter names models/iter0
+    and loads (and merges) on the user's weights."""
+    from restem.publish.model_export import export_model
+    from restem.training.modeling import link_checkpoint, load_policy, read_meta, resolve_model
+
+    root, _, params = lora_root
+    users = tmp_path / "my-checkpoint"
+    shutil.copytree(model_dir(0, root), users)
+    (users / "restem.json").unlink()
+    ws = tmp_path / "ws"
+    shutil.copytree(root / "data", ws / "data")
+    link_checkpoint(users, model_dir(0, ws), "base.checkpoint")
+    improve.run(params, 1, 0, ws)
+    assert read_meta(model_dir(1, ws)).adapter.base == "models/iter0"
+    assert resolve_model(model_dir(1, ws)) == (users.resolve(), model_dir(1, ws))
+    merged = export_model(ws, 1, tmp_path / "merged", merged=True)
+    a, b = load_policy(model_dir(1, ws))[0], load_policy(merged)[0]
+    assert all(x.equal(y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
