@@ -4,7 +4,9 @@ The embedded default builds a character-level tokenizer with `tokenizers` (wrapp
 `PreTrainedTokenizerFast`) and a small `LlamaForCausalLM` from a config (or, with
 `base.model.position: none`, the same shape without positional encoding as a stock SmolLM3 config);
 a user's own checkpoint is any local Hugging Face causal-LM folder. Either way a policy is a folder
-that `load_policy` opens, and `models/iter<i>/restem.json` records where it came from.
+that `load_policy` opens, and `models/iter<i>/restem.json` records where it came from. With
+`improve.adapter: lora` an iteration's folder holds a LoRA adapter on a base instead (restem/training/adapters.py):
+`resolve_model` names both folders, `load_policy` merges the adapter in.
 """
 
 from __future__ import annotations
