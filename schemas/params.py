@@ -11,7 +11,7 @@ This module holds the stage sections, the whole file's model (`Params`) and its 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -158,6 +158,29 @@ class TrainParams(Section):
         default=False, exclude_if=lambda v: not v,
         description="lay a forward's rows end to end in sequences up to the model's context, with no attention "
         "across rows, so short rows do not pay for padding (SFT only; the reward model does not pack)")
+
+
+class LoraParams(Section):
+    """A LoRA adapter's shape (peft): improve.adapter `lora` trains only these low-rank matrices."""
+
+    rank: int = Field(default=16, ge=1, le=512, description="r: rank of each adapter matrix pair")
+    alpha: float = Field(default=32.0, gt=0, description="lora_alpha: the update is scaled by alpha / rank")
+    dropout: float = Field(default=0.05, ge=0, lt=1, description="dropout on the adapter's input while training")
+    target_modules: Union[Literal["all-linear"], list[str]] = Field(
+        default="all-linear", description="all-linear: every linear layer of attention and MLP (not the output "
+        "head); or a list of module names such as [q_proj, v_proj]")
+
+
+class ImproveParams(TrainParams):
+    """Improve's training: TrainParams plus the choice of full fine-tuning or a LoRA adapter."""
+
+    adapter: Literal["none", "lora"] = Field(
+        default="none", exclude_if=lambda v: v == "none",  # the default leaves recorded params unchanged
+        description="none: full fine-tuning, each iteration a whole checkpoint; lora: a LoRA adapter (peft) on "
+        "the base, each iteration an adapter folder of megabytes (fresh from the base, or the init model's "
+        "adapter continued for a warm start)")
+    lora: LoraParams = Field(default_factory=LoraParams, exclude_if=lambda v: v == LoraParams(),
+                             description="the adapter's shape (adapter: lora)")
 
 
 class BaseParams(Section):
@@ -330,7 +353,7 @@ class Params(Section):
     grow: GrowParams
     score: ScoreParams
     filter: FilterParams
-    improve: TrainParams
+    improve: ImproveParams
     evaluate: EvaluateParams
     loop: LoopParams
     reward_model: Optional[RewardModelParams] = None

@@ -129,6 +129,16 @@ class Rejected(Row):
     ] = Field(description="why it was dropped (see restem/filtering.py)")
 
 
+class AdapterBase(BaseModel):
+    """The model a LoRA adapter folder applies to (`ModelMeta.adapter`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: str = Field(description="its folder, relative to the workspace root (e.g. models/iter0; that folder's own "
+                      "restem.json may point on to the user's checkpoint)")
+    base_hash: str = Field(description="the base's model_hash when the adapter was trained (checked on load)")
+
+
 class ModelMeta(BaseModel):
     """`restem.json` beside each Hugging Face checkpoint folder."""
 
@@ -143,6 +153,9 @@ class ModelMeta(BaseModel):
     training_data: Optional[str] = Field(default=None, description="hash of the training rows")
     params: dict = Field(default_factory=dict, description="the params that made it")
     train_log: list[dict] = Field(default_factory=list, description="loss by step")
+    adapter: Optional[AdapterBase] = Field(
+        default=None, exclude_if=lambda v: v is None,  # full checkpoints keep their restem.json as it was
+        description="set when the folder holds a LoRA adapter (peft) rather than whole weights: the model it applies to")
 
 
 def truncated(sample: dict) -> bool:

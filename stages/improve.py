@@ -8,6 +8,10 @@ excepted); with `improve.replay` a share of every batch is demonstrations. A ste
 on its own kept set. The loss is on the completion tokens only: behavioural cloning, or each row
 weighted by its reward (`improve.loss: reward_weighted`). `restem.json` records the parent model, a
 hash of the training rows and the loss curve.
+
+With `improve.adapter: lora` the model is a LoRA adapter (restem/training/adapters.py): a fresh one on the init
+model when that holds whole weights (ReST-EM's "from the base"), or the init model's adapter continued on its
+base for a warm start; `models/iter<i>` then holds the adapter and names its base.
 """
 
 from __future__ import annotations
@@ -32,13 +36,16 @@ def run(params: Params, iteration: int | str, init: int | str, root: Path = Path
     p = params.improve
     rows = training_rows(params, iteration, root)
     start = model_dir(init, root)
-    model, tokenizer = load_policy(start)
+    model, tokenizer, adapter = _start_model(params, start, iteration, root)
     pairs = [(r["prompt"], r["completion"]) for r in rows]
     weights = [r["reward"] for r in rows] if p.loss == "reward_weighted" else None
     replay = [(d.prompt, d.completion) for d in demonstration_rows(root)] if p.replay else []
     # A distinct, reproducible shuffle per iteration (and step).
     train = p.model_copy(update={"seed": derive_seed(p.seed, iteration) % (2**31)})
     max_len = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+    if adapter is not None:
+        trainable = sum(t.numel() for t in model.parameters() if t.requires_grad)
+        log(f"improve@{iteration}: LoRA adapter on {adapter.base}, {trainable:,} trainable parameters")
     log(f"improve@{iteration}: {len(pairs)} training rows, starting from models/iter{init}"
         + (f", {p.replay:.0%} of each batch replayed from {len(replay)} demonstrations" if replay else "")
         + (", reward-weighted loss" if weights is not None else ""))
@@ -55,10 +62,32 @@ def run(params: Params, iteration: int | str, init: int | str, root: Path = Path
         "parent": model_hash(start),
         "training_data": content_hash(sorted(r["sample_id"] for r in rows)),
         "params": {"improve": json.loads(p.model_dump_json()), "init": init, "rows": len(pairs),
-                   "replayed_demonstrations": len(replay)},
+                   "replayed_demonstrations": len(replay)}
+        | ({"lora": json.loads(p.lora.model_dump_json())} if adapter is not None else {}),
         "train_log": train_log,
-    }, dtype=stored_dtype(start), state_dict=gathered)  # trained in float32; saved as its start was stored
+    } | ({"adapter": adapter} if adapter is not None else {}),
+        dtype=None if adapter is not None else stored_dtype(start), state_dict=gathered)
     return {"rows": len(pairs), "model_hash": meta.model_hash}
+
+
+def _start_model(params: Params, start: Path, iteration: int | str, root: Path):
+    """(model to train, tokenizer, AdapterBase or None). Full fine-tuning starts from the init model's weights (an
+    adapter merged in). With adapter lora: a fresh adapter on the init model when it holds whole weights, else the
+    init model's adapter, trainable, on its base."""
+    p = params.improve
+    if p.adapter == "none":
+        return (*load_policy(start), None)
+    from restem.training.adapters import adapter_base, adapter_meta, attach, check_shape, fresh_adapter, is_adapter
+    from restem.training.modeling import read_meta
+
+    if is_adapter(start):
+        check_shape(start, p.lora)
+        base = adapter_base(start, read_meta(start))
+        model, tokenizer = load_policy(base)
+        return attach(model, start, trainable=True), tokenizer, adapter_meta(base, root)
+    model, tokenizer = load_policy(start)
+    model = fresh_adapter(model, p.lora, derive_seed(p.seed, "lora", iteration) % (2**31))
+    return model, tokenizer, adapter_meta(start, root)
 
 
 if __name__ == "__main__":

@@ -148,5 +148,66 @@ def test_vllm_greedy_equals_transformers_greedy(vllm_runs, trained_root):
     assert [[c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens] for c in ours] == greedy["greedy"]
 
 
-if __name__ == "__main__":  # a child process of `vllm_runs` (vLLM needs the guard: it may spawn workers)
-    _child(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]))
+def _lora_child(root: Path, merged: Path, out: Path) -> None:
+    """In a child process: greedy completions of the test problems from vLLM serving models/iter1 (a LoRA adapter,
+    as a LoRARequest on its base), then from vLLM serving the merged checkpoint `merged`."""
+    import gc
+
+    from restem.schemas.io import read_rows
+    from restem.schemas.params import RuntimeParams
+    from restem.schemas.tables import Problem
+    from restem.sampling import sampler
+    from restem.sampling.engines import Request, SamplingParams
+    from restem.workspace import model_dir, problems_dir
+
+    prompts = [p["prompt"] for p in read_rows(problems_dir(root) / "test.parquet", Problem)]
+    result = {"prompts": prompts}
+    for name, folder in (("adapter", model_dir(1, root)), ("merged", merged)):
+        engine = sampler.make_engine("vllm", folder, 64, RuntimeParams(vllm_dtype="float32"))
+        result[name] = [c.text for c in engine.generate([Request(p, 0) for p in prompts], SamplingParams(0.0, 24))]
+        result[f"{name}_lora"] = engine.lora is not None
+        del engine
+        gc.collect()
+    out.write_text(json.dumps(result))
+
+
+@_mark
+def test_vllm_lora_greedy_equals_the_merged_model(trained_root, tmp_path):
+    """vLLM serving base + LoRA adapter (improve.adapter: lora) writes the same greedy completions as vLLM and the
+    transformers engine serving the merged checkpoint."""
+    from test_lora import _grow_to_filter, _lora_params
+
+    from restem.publish.model_export import export_model
+    from restem.sampling.engines import Request, SamplingParams, TransformersEngine
+    from restem.stages import improve
+    from restem.training.modeling import load_policy
+
+    src, _ = trained_root
+    root = tmp_path / "ws"
+    for name in ("data", "models"):
+        shutil.copytree(src / name, root / name)
+    params = _lora_params({"1": {"prev": 0, "init": 0}})
+    _grow_to_filter(params, 1, 0, root)
+    improve.run(params, 1, 0, root)
+    merged = export_model(root, 1, tmp_path / "merged", merged=True)
+    out = tmp_path / "greedy.json"
+    env = {**os.environ, "PYTHONPATH": pythonpath(), "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run([sys.executable, __file__, "lora", str(root), str(merged), str(out)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    got = json.loads(out.read_text())
+    assert got["adapter_lora"] and not got["merged_lora"]
+    assert got["adapter"] == got["merged"]
+    model, tok = load_policy(merged)
+    ours = TransformersEngine(model, tok).generate([Request(p, 0) for p in got["prompts"]], SamplingParams(0.0, 24))
+    assert [c.text for c in ours] == got["adapter"]
+    base, tok = load_policy(root / "models" / "iter0")
+    plain = TransformersEngine(base, tok).generate([Request(p, 0) for p in got["prompts"]], SamplingParams(0.0, 24))
+    assert [c.text for c in plain] != got["adapter"]  # the adapter is really applied
+
+
+if __name__ == "__main__":  # a child process (vLLM needs the guard: it may spawn workers)
+    if sys.argv[1] == "lora":
+        _lora_child(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
+    else:
+        _child(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]))

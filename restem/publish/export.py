@@ -17,6 +17,9 @@ Grow sample of the same problem and iteration, in configurations `preference` (p
 strings: TRL's DPOTrainer layout) and `preference_messages` (the conversational form), at most
 `--pairs-per-problem` per problem. Both cards record the contamination check (restem/decontam.py).
 
+With `--model <ref>` it writes one model of the loop instead (restem/publish/model_export.py; `--merged`: a LoRA
+adapter merged into its base as a whole checkpoint).
+
 Splits: `train`, and `test` when `--test-fraction` > 0 (whole problems go to one side, chosen by a hash
 of the problem id, so no problem leaks across). Every row keeps `sample_id` and `problem_id`.
 
@@ -165,8 +168,28 @@ def export_command(
                                "correct and incorrect Grow samples of the same problem, for DPO (TRL's layout)"),
     pairs_per_problem: int = typer.Option(DEFAULT_PAIRS_PER_PROBLEM, "--pairs-per-problem",
                                           help="with --pairs: the most pairs per problem and iteration"),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="export this model of the loop (e.g. 2 or 1b) instead of kept samples: "
+                                             "its folder, restem.json lineage included"),
+    merged: bool = typer.Option(False, "--merged", help="with --model: merge a LoRA adapter into its base and write "
+                                                        "a whole Hugging Face checkpoint"),
 ) -> None:
-    """Export kept samples (or, with --pairs, preference pairs) as a Hugging Face data set with a data card."""
+    """Export kept samples (or, with --pairs, preference pairs) as a Hugging Face data set with a data card,
+    or with --model one model of the loop (--merged: an adapter merged into its base)."""
+    if model is not None or merged:
+        with user_errors():
+            if model is None:
+                raise RestemError("--merged needs --model: name the model to merge, e.g. --model 2")
+            from restem.publish.model_export import export_model
+            from restem.workspace import model_ref
+
+            try:
+                ref = model_ref(model)
+            except ValueError as exc:
+                raise RestemError(f"--model {model}: {exc}") from None
+            export_model(root, ref, output, merged=merged, force=force)
+        typer.echo(f"wrote model {model}{' (merged)' if merged else ''} to {output}")
+        return
     with user_errors():
         result = run(root, output, Selection(iterations=tuple(iteration) if iteration else None, all_=all_,
                                              query=query),

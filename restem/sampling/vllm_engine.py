@@ -19,6 +19,11 @@ How it stays equal to the transformers engine:
   batch (GPU kernels, bfloat16), set VLLM_BATCH_INVARIANT=1, or VLLM_ENABLE_V1_MULTIPROCESSING=0 for a
   fixed schedule; the in-process core was 2 to 7 times slower here on CPU.
 
+A LoRA adapter folder (improve.adapter: lora) starts vLLM on its base with LoRA enabled (`max_lora_rank` the
+adapter's rank, rounded up to one vLLM accepts) and sends every request with a `LoRARequest` for the adapter, so
+the base's weights stay as they are and the adapter's update is added at each adapted layer (on CPU too: vLLM's
+punica CPU kernels). Its greedy output equals the merged checkpoint's (tests/test_vllm.py).
+
 Sampling itself differs from the transformers engine (vLLM draws its own noise from the seed), so a
 sampled completion is reproducible within one engine, not across engines; greedy output is the same.
 """
@@ -31,7 +36,7 @@ from typing import Optional, Sequence
 
 from restem.schemas.errors import RestemError
 from restem.sampling.engines import Completion, Request, SamplingParams, completion
-from restem.training.modeling import resolve_checkpoint
+from restem.training.modeling import resolve_model
 
 GIB = 1 << 30
 
@@ -61,8 +66,8 @@ class VLLMEngine:
                 "grow.engine: transformers in params.yaml") from exc
         from transformers import AutoTokenizer
 
-        path = resolve_checkpoint(Path(policy))
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        path, adapter = resolve_model(Path(policy))
+        self.tokenizer = AutoTokenizer.from_pretrained(adapter or path, local_files_only=True)
         if self.tokenizer.eos_token_id is None:
             raise RestemError(f"{path}: the tokenizer has no EOS token; the vllm engine stops on it")
         on_cpu = current_platform.is_cpu()
@@ -78,7 +83,13 @@ class VLLMEngine:
             kv_cache_memory_bytes=int(kv_cache_gb * GIB) if kv_cache_gb else None,
             max_num_seqs=max_num_seqs,
             enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
+            **_lora_options(adapter),
         )
+        self.lora = None
+        if adapter is not None:
+            from vllm.lora.request import LoRARequest
+
+            self.lora = LoRARequest(lora_name="policy", lora_int_id=1, lora_path=str(adapter.resolve()))
         self.max_len = self.llm.llm_engine.model_config.max_model_len
         self.name = f"vllm {vllm.__version__}"
 
@@ -109,6 +120,23 @@ class VLLMEngine:
         params = [self._params(r, sampling) for r in requests]
         if progress:
             print(progress, flush=True)
-        outputs = self.llm.generate(prompts, params, use_tqdm=bool(progress))
+        outputs = self.llm.generate(prompts, params, use_tqdm=bool(progress), lora_request=self.lora)
         # the same bookkeeping as the transformers engine (engines.completion)
         return [completion(tok, out.outputs[0].token_ids, len(ids)) for ids, out in zip(encoded, outputs)]
+
+
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
+
+
+def _lora_options(adapter: Optional[Path]) -> dict:
+    """LLM(...) options for serving the LoRA adapter in `adapter` on its base (none without one)."""
+    if adapter is None:
+        return {}
+    from restem.training.adapters import adapter_rank
+
+    rank = adapter_rank(adapter)
+    fits = [r for r in VLLM_LORA_RANKS if r >= rank]
+    if not fits:
+        raise RestemError(f"{adapter}: LoRA rank {rank} is above vLLM's largest ({VLLM_LORA_RANKS[-1]}); lower "
+                          "improve.lora.rank or use grow.engine: transformers")
+    return {"enable_lora": True, "max_loras": 1, "max_lora_rank": fits[0]}

@@ -4,7 +4,9 @@ The embedded default builds a character-level tokenizer with `tokenizers` (wrapp
 `PreTrainedTokenizerFast`) and a small `LlamaForCausalLM` from a config (or, with
 `base.model.position: none`, the same shape without positional encoding as a stock SmolLM3 config);
 a user's own checkpoint is any local Hugging Face causal-LM folder. Either way a policy is a folder
-that `load_policy` opens, and `models/iter<i>/restem.json` records where it came from.
+that `load_policy` opens, and `models/iter<i>/restem.json` records where it came from. With
+`improve.adapter: lora` an iteration's folder holds a LoRA adapter on a base instead (restem/training/adapters.py):
+`resolve_model` names both folders, `load_policy` merges the adapter in.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from restem.schemas.errors import RestemError
-from restem.schemas.hashing import folder_hash
+from restem.schemas.hashing import content_hash, folder_hash
 from restem.schemas.io import write_json
 from restem.schemas.tables import ModelMeta
 from restem.workspace import META_FILE
@@ -108,17 +110,33 @@ def read_meta(folder: Path) -> Optional[ModelMeta]:
 
 
 def resolve_checkpoint(folder: Path) -> Path:
-    """The folder holding the weights: `folder` itself, or the external checkpoint it stands for."""
+    """The folder holding the weights: `folder` itself, or the external checkpoint it stands for. A LoRA adapter
+    folder holds no whole weights: use `resolve_model` for it (an error here, so that nothing loads its base
+    alone by mistake)."""
+    weights, adapter = resolve_model(folder)
+    if adapter is not None:
+        raise RestemError(f"{folder}: holds a LoRA adapter, not whole weights (improve.adapter: lora); load it "
+                          "with load_policy, or write a merged checkpoint with `restem export --model <ref> --merged`")
+    return weights
+
+
+def resolve_model(folder: Path) -> tuple[Path, Optional[Path]]:
+    """(folder of the whole weights, adapter folder or None) of a model folder: a checkpoint, a restem.json that
+    points to the user's checkpoint, or a LoRA adapter (restem/training/adapters.py) on one of those."""
+    from restem.training.adapters import adapter_base, is_adapter
+
     folder = Path(folder)
     if not folder.is_dir():
         raise RestemError(f"{folder}: model folder not found (run `dvc repro` to build it)")
     meta = read_meta(folder)
+    if is_adapter(folder):
+        return resolve_model(adapter_base(folder, meta))[0], folder
     if meta is not None and meta.checkpoint:
         target = Path(meta.checkpoint)
         if not target.is_dir():
             raise RestemError(f"{folder}/{META_FILE}: checkpoint {target} is not a folder (params: base.checkpoint)")
-        return target
-    return folder
+        return target, None
+    return folder, None
 
 
 def link_checkpoint(checkpoint: str | Path, out: Path, field: str, iteration: int | str = 0,
@@ -144,19 +162,25 @@ def model_hash(folder: Path) -> str:
     return meta.model_hash if meta is not None else folder_hash(Path(folder))
 
 
-def load_policy(folder: Path, dtype: str = "float32") -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
-    """Load (model, tokenizer) from a policy folder, in eval mode, tokenizer padding on the left."""
+def load_policy(folder: Path, dtype: str = "float32", merge: bool = True
+                ) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
+    """Load (model, tokenizer) from a policy folder, in eval mode, tokenizer padding on the left. A LoRA adapter
+    folder loads its base with the adapter merged into the weights (`merge`; False: a peft PeftModel)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_checkpoint(folder)
+    path, adapter = resolve_model(folder)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(adapter or path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(
             path, local_files_only=True, dtype=getattr(torch, dtype)
         )
     except (OSError, ValueError) as exc:
         raise RestemError(f"{path}: not a loadable Hugging Face causal-LM checkpoint ({exc})") from exc
+    if adapter is not None:
+        from restem.training.adapters import attach, load_merged
+
+        model = load_merged(model, adapter) if merge else attach(model, adapter)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -166,8 +190,8 @@ def load_policy(folder: Path, dtype: str = "float32") -> tuple["PreTrainedModel"
 
 def stored_dtype(folder: Path) -> str:
     """The dtype a policy folder's weights are stored in: its config's `dtype` (`torch_dtype` in files written
-    before transformers 5); float32 when it names none or no floating-point type."""
-    config = json.loads((resolve_checkpoint(folder) / "config.json").read_text())
+    before transformers 5); float32 when it names none or no floating-point type. A LoRA adapter folder: its base's."""
+    config = json.loads((resolve_model(folder)[0] / "config.json").read_text())
     value = config.get("dtype") or config.get("torch_dtype")
     return value if value in ("float32", "bfloat16", "float16") else "float32"
 
@@ -181,7 +205,10 @@ def save_policy(
     With `dtype` (e.g. from `stored_dtype` of the model it started from) the model is first cast to it in place:
     training keeps float32 weights, and a bfloat16 checkpoint would otherwise come back twice its size.
     `state_dict`: the weights to write instead of the model's own (the full weights gathered from a sharded run;
-    see `train_loop`'s `full_state`)."""
+    see `train_loop`'s `full_state`).
+
+    A peft model with `meta["adapter"]` (an AdapterBase: the model it applies to) saves only its adapter; its
+    model_hash then covers the adapter's files and the base's hash, so it names the whole model."""
     from restem.schemas.io import atomic_dir
 
     if dtype is not None:
@@ -191,8 +218,16 @@ def save_policy(
         if state_dict:
             state_dict = {k: v.to(getattr(torch, dtype)) if v.is_floating_point() else v for k, v in state_dict.items()}
     with atomic_dir(Path(folder)) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
+        adapter = meta.get("adapter")
+        if adapter is not None:
+            from restem.training.adapters import save_adapter_files
+
+            save_adapter_files(model, tmp, adapter.base, state_dict)
+        else:
+            model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
         tokenizer.save_pretrained(tmp)
-        written = ModelMeta(model_hash=folder_hash(tmp), **meta)
+        files = folder_hash(tmp)
+        written = ModelMeta(model_hash=files if adapter is None else content_hash("adapter", files, adapter.base_hash),
+                            **meta)
         write_json(tmp / META_FILE, json.loads(written.model_dump_json()))
     return written

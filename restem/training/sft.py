@@ -296,8 +296,9 @@ def train_loop(model, rows: Sequence, params: "TrainParams", objective, replay_r
     gen = torch.Generator().manual_seed(params.seed)
     torch.manual_seed(params.seed)
     home = next(model.parameters()).device
-    decay = [p for name, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for name, p in model.named_parameters() if p.ndim < 2]
+    trained = [p for p in model.parameters() if p.requires_grad]  # a LoRA model trains its adapter only
+    decay = [p for p in trained if p.ndim >= 2]
+    no_decay = [p for p in trained if p.ndim < 2]
     optim = torch.optim.AdamW(
         [{"params": decay, "weight_decay": params.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=params.lr, betas=(0.9, 0.98), eps=1e-8,
