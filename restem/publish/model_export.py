@@ -19,18 +19,11 @@ from restem.schemas.io import atomic_dir, write_json
 from restem.workspace import META_FILE, model_dir
 
 
-def _dtype(checkpoint: Path) -> str:
-    """The dtype a checkpoint folder was saved in (its config.json), float32 when it does not say."""
-    config = json.loads((checkpoint / "config.json").read_text())
-    dtype = config.get("dtype") or config.get("torch_dtype") or "float32"
-    return dtype if dtype in ("float32", "bfloat16", "float16") else "float32"
-
-
 def export_model(root: Path, ref: int | str, out: Path, merged: bool = False, force: bool = False) -> Path:
     """Write model `ref` of workspace `root` to the new folder `out` (see the module doc); returns `out`."""
     from restem.publish.export import _check_output
     from restem.training.adapters import is_adapter
-    from restem.training.modeling import load_policy, read_meta, resolve_model, save_policy
+    from restem.training.modeling import load_policy, read_meta, resolve_model, save_policy, stored_dtype
 
     root, out = Path(root), Path(out)
     folder = model_dir(ref, root)
@@ -45,7 +38,7 @@ def export_model(root: Path, ref: int | str, out: Path, merged: bool = False, fo
         return out
     if not is_adapter(folder) or meta is None or meta.adapter is None:
         raise RestemError(f"{folder}: not an adapter model")  # resolve_model rules this out
-    model, tokenizer = load_policy(folder, dtype=_dtype(weights))
+    model, tokenizer = load_policy(folder, dtype=stored_dtype(folder))
     save_policy(model, tokenizer, out, {
         "iteration": meta.iteration,
         "parent": meta.model_hash,

@@ -110,7 +110,7 @@ def check_shape(adapter: Path, lora) -> None:
                           f"{lora.alpha}; start from the base (loop init: 0) or set improve.lora to match")
 
 
-def save_adapter_files(model, tmp: Path, base: str) -> None:
+def save_adapter_files(model, tmp: Path, base: str, state_dict: Optional[dict] = None) -> None:
     """peft's adapter files of `model` (a PeftModel) into `tmp`, with nothing that depends on where they were
     written: the base is named by its workspace-relative folder, and peft's generated README is left out."""
     for config in model.peft_config.values():
@@ -118,7 +118,8 @@ def save_adapter_files(model, tmp: Path, base: str) -> None:
         if isinstance(config.target_modules, (set, list)):  # peft keeps a set: its order changes per process
             config.target_modules = sorted(config.target_modules)
     # Embeddings are never adapted here; peft's `auto` would look the base up on the Hub to check the vocabulary.
-    model.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False)
+    model.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False,
+                          **({"state_dict": state_dict} if state_dict else {}))
     (tmp / "README.md").unlink(missing_ok=True)
 
 
