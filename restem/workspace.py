@@ -19,6 +19,8 @@ EVAL = DATA / "eval"  # Evaluate's samples and scores: data/eval/iter<ref>/
 ITERATION_METRICS = METRICS / "iterations"  # metrics/iterations/iter<ref>.json
 META_FILE = "restem.json"  # a model folder's lineage
 TABLES = ("samples", "scores", "kept", "rejected")  # an iteration's tables: data/iter<ref>/<table>.parquet
+# stage rationalize's tables beside them: hinted samples of unsolved problems and their verdicts
+RATIONALES, RATIONALE_SCORES = "rationales.parquet", "rationale_scores.parquet"
 
 
 def problems_dir(root: Path = Path(".")) -> Path:
