@@ -3,11 +3,14 @@
 - Which problems get a hint (`unsolved`): the problems of an iteration's Grow samples of which no sample
   has a correct verdict (an error or unverifiable verdict is not a solution either).
 - The hinted prompt (`hinted_prompt`): `rationalize.hint` filled with the problem's prompt and reference.
-- Which rationales are kept (`rationalized_kept`): those the task verifier calls correct (the `correct` rule),
-  with the filter's own dedup, per-problem cap and `require_valid_steps`. A kept row's prompt is the problem's
-  original prompt, so Improve trains on the rationale WITHOUT the hint; its rule starts with `rationalized;`
-  (RATIONALIZED), which is how SQL tells rationalized rows from ordinary ones:
+- Which rationales are kept (stages/filter.py `rationalized_kept`): those the task verifier calls correct (the
+  `correct` rule), with the filter's own dedup, per-problem cap and `require_valid_steps`. A kept row's prompt
+  is the problem's original prompt, so Improve trains on the rationale WITHOUT the hint; its rule starts with
+  `rationalized;` (RATIONALIZED), which is how SQL tells rationalized rows from ordinary ones:
   `SELECT ... FROM kept WHERE starts_with(rule, 'rationalized;')`.
+- Hinted demonstrations (`hinted_demonstrations`): an LLM reads a hint from STaR's few-shot rationalization
+  examples; the embedded tiny model never saw one, and ignores or is confused by any (README: rationalize). With
+  `rationalize.hint_demos` > 0 the tiny base also trains on that share of the demonstrations in hinted form.
 """
 
 from __future__ import annotations
@@ -16,8 +19,7 @@ from typing import Sequence
 
 from restem.schemas.errors import RestemError
 from restem.schemas.hashing import content_hash
-from restem.schemas.params import FilterParams
-from restem.schemas.tables import Kept, Sample
+from restem.schemas.tables import Sample
 
 RATIONALIZED = "rationalized"  # first part of a kept rationale's rule
 
@@ -50,19 +52,10 @@ def rationale_rows(rows: Sequence[Sample]) -> list[Sample]:
                                  "sample_id": content_hash("rationale", r.sample_id, r.prompt)}) for r in rows]
 
 
-def rationalized_kept(rationales: Sequence[dict], scores: Sequence[dict], problems: dict[str, dict],
-                      f: FilterParams) -> list[Kept]:
-    """The kept rows of the rationales the verifier calls correct: the filter's `correct` rule with its dedup,
-    cap and require_valid_steps; each row's prompt is its problem's original (unhinted) prompt."""
-    from restem.filtering import select
-
-    if not rationales:
-        return []
-    missing = sorted({r["problem_id"] for r in rationales} - set(problems))
-    if missing:
-        raise RestemError(f"{len(missing)} rationales name problems that are not in data/problems/train.parquet "
-                          f"(first: {missing[0]}); rerun `rationalize` (`dvc repro`)")
-    rule = f.model_copy(update={"mode": "correct"})
-    kept, _ = select(rationales, scores, rule)
-    return [k.model_copy(update={"prompt": problems[k.problem_id]["prompt"], "rule": f"{RATIONALIZED};{k.rule}"})
-            for k in kept]
+def hinted_demonstrations(demos: Sequence[dict], template: str, share: float) -> list[dict]:
+    """round(share * n) of the demonstrations with a solution (chosen by a hash of their problem_id), each with
+    its hinted prompt, in problem_id order; [] when share is 0."""
+    with_solution = [d for d in demos if d["solution"] is not None]
+    chosen = sorted(with_solution, key=lambda d: content_hash("hinted-demo", d["problem_id"]))
+    chosen = chosen[: round(share * len(with_solution))]
+    return [{**d, "prompt": hinted_prompt(template, d)} for d in sorted(chosen, key=lambda d: d["problem_id"])]

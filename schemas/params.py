@@ -233,6 +233,9 @@ class RationalizeParams(Section):
                       "prompt) and {reference} (its gold answer); it must contain both")
     seed: int = Field(default=0, description="per-sample seeds derive from (seed, 'rationalize', iteration, "
                       "problem_id, index), apart from Grow's")
+    hint_demos: float = Field(default=0.0, ge=0, le=1, description="the tiny base (base.checkpoint null) also "
+                              "trains on this share of the demonstrations with hinted prompts, so that it can read "
+                              "a hint; 0: none (an LLM base reads hints without)")
 
     @field_validator("hint")
     @classmethod

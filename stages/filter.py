@@ -18,6 +18,7 @@ from restem.schemas.tables import Kept, Rejected, Sample, Score
 from restem.workspace import METRICS, iter_dir, log
 from restem.verifiers.base import STEPS, Consistency, consistency_check, require_ability
 from restem.filtering import load_votes, needs_consistency, report, resolve_threshold, rule_name, select
+from restem.rationalize import RATIONALIZED
 from restem.workspace import RATIONALE_SCORES, RATIONALES, voters_data_dir
 
 
@@ -46,10 +47,25 @@ def _votes(root: Path, f: FilterParams, samples: Sequence[dict]) -> dict[str, li
     return votes
 
 
+def rationalized_kept(rationales: Sequence[dict], scores: Sequence[dict], problems: dict[str, dict],
+                      f: FilterParams) -> list[Kept]:
+    """The kept rows of the rationales the verifier calls correct: the filter's `correct` rule with its dedup,
+    cap and require_valid_steps; each row's prompt is its problem's original (unhinted) prompt."""
+    if not rationales:
+        return []
+    missing = sorted({r["problem_id"] for r in rationales} - set(problems))
+    if missing:
+        raise RestemError(f"{len(missing)} rationales name problems that are not in data/problems/train.parquet "
+                          f"(first: {missing[0]}); rerun `rationalize` (`dvc repro`)")
+    rule = f.model_copy(update={"mode": "correct"})
+    kept, _ = select(rationales, scores, rule)
+    return [k.model_copy(update={"prompt": problems[k.problem_id]["prompt"], "rule": f"{RATIONALIZED};{k.rule}"})
+            for k in kept]
+
+
 def rationalized(params: Params, source: Path, root: Path) -> tuple[list[Kept], dict]:
     """The kept rationales of stage rationalize (restem/rationalize.py) and what they add, for the metrics (an
     empty dict when there are none, so a run without rationalization writes the same metrics as before)."""
-    from restem.rationalize import rationalized_kept
     from restem.verifiers.batch import load_problems
 
     path = source / RATIONALES

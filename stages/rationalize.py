@@ -64,7 +64,7 @@ def run(params: Params, iteration: int, prev: int, root: Path = Path(".")) -> in
         rows = rationale_rows(sample(engine, hinted, r.samples_per_problem, sampling, seed, iteration, "rationale",
                                      model_hash(policy_dir), label=f"rationalize@{iteration}"))
     stats: dict = {"timeouts": 0, "crashes": 0}
-    graded = score_samples(params.score.verifier, rows, problems, params.runtime.workers, params.score.timeout_s,
+    graded = score_samples(params.score.verifier, [r.model_dump() for r in rows], problems, params.runtime.workers, params.score.timeout_s,
                            stats, params.score.extraction) if rows else []
     write_tables(out_dir, rows, graded)
     right = sum(1 for s in graded if s.correct)

@@ -5,17 +5,17 @@ small real run in which a tiny model samples with hints."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from pydantic import ValidationError
 
 from conftest import TINY
-from restem.rationalize import RATIONALIZED, hinted_problems, rationale_rows, rationalized_kept, unsolved
+from restem.rationalize import RATIONALIZED, hinted_demonstrations, hinted_problems, rationale_rows, unsolved
 from restem.schemas.errors import RestemError
 from restem.schemas.io import read_rows, write_rows
 from restem.schemas.params import FilterParams, Params
 from restem.schemas.tables import Kept, Problem, Sample, Score
+from restem.stages.filter import rationalized_kept
 from restem.verifiers.arithmetic import scratchpad
 from restem.workspace import RATIONALE_SCORES, RATIONALES, iter_dir, problems_dir
 
@@ -83,6 +83,16 @@ def test_kept_rationales_carry_the_unhinted_prompt_and_are_marked():
     strict = FILTER.model_copy(update={"require_valid_steps": True, "mode": "threshold"})  # mode: always `correct`
     kept = rationalized_kept([r.model_dump() for r in rows], scores, {x["problem_id"]: x for x in (p, q)}, strict)
     assert [k.sample_id for k in kept] == [rows[0].sample_id]
+
+
+def test_hinted_demonstrations_are_a_stable_share():
+    demos = [{**problem(a, 1), "solution": scratchpad(a, 1)} for a in range(10, 30)]
+    assert hinted_demonstrations(demos, HINT, 0.0) == []
+    quarter = hinted_demonstrations(demos, HINT, 0.25)
+    assert len(quarter) == 5 and all(h["prompt"] == f"{h['reference']};{h['prompt'].split(';')[1]}" for h in quarter)
+    assert {h["problem_id"] for h in quarter} < {h["problem_id"] for h in hinted_demonstrations(demos, HINT, 0.5)}
+    assert hinted_demonstrations(list(reversed(demos)), HINT, 0.25) == quarter  # chosen by hash, not by order
+    assert len(hinted_demonstrations(demos + [{**problem(5, 5), "solution": None}], HINT, 1.0)) == 20
 
 
 def test_rationale_ids_differ_from_the_grow_sample_ids():
@@ -182,18 +192,24 @@ def test_disabled_stage_writes_empty_tables_without_a_model(tmp_path, tiny_param
     assert read_rows(iter_dir(1, tmp_path) / RATIONALE_SCORES, Score) == []
 
 
-def test_a_tiny_model_samples_with_hints(tmp_path, trained_root):
-    """The real thing: Grow with one sample per problem leaves problems unsolved; the trained tiny model samples
-    them again with the answer in front of the prompt; correct rationales are kept without the hint."""
-    from restem.stages import filter as filter_stage, grow, rationalize, score
+def test_a_tiny_model_samples_with_hints(tmp_path, tiny_raw):
+    """The real thing: a tiny base trained with hinted demonstrations (rationalize.hint_demos); Grow with one sample
+    per problem leaves problems unsolved; the model samples them again with the answer in front of the prompt;
+    correct rationales are kept without the hint."""
+    from restem.stages import base, filter as filter_stage, grow, problems as problems_stage, rationalize, score
 
-    trained, params = trained_root
-    root = tmp_path / "ws"
-    shutil.copytree(trained / "models", root / "models")
-    shutil.copytree(trained / "data" / "problems", root / "data" / "problems")
-    params = params.model_copy(update={
-        "grow": params.grow.model_copy(update={"samples_per_problem": 1}),
-        "rationalize": params.rationalize.model_copy(update={"enabled": True, "samples_per_problem": 8})})
+    tiny_raw["base"]["train"]["epochs"] = 50
+    tiny_raw["grow"]["samples_per_problem"] = 1
+    tiny_raw["rationalize"].update(enabled=True, samples_per_problem=8, hint_demos=0.3)
+    params = Params.model_validate(tiny_raw)
+    root = tmp_path
+    problems_stage.run(params, root)
+    base.run(params, root)
+    trained_on = read_rows(iter_dir(0, root) / "train.parquet", Kept)
+    demos = read_rows(problems_dir(root) / "demos.parquet", Problem)
+    assert len(trained_on) == len(demos) + round(0.3 * len(demos))
+    assert sum(1 for k in trained_on if ";" in k["prompt"]) == round(0.3 * len(demos))  # the hinted ones
+
     grow.run(params, 1, 0, root)
     score.run(params, 1, root)
     samples = read_rows(iter_dir(1, root) / "samples.parquet", Sample)
