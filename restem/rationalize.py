@@ -8,9 +8,10 @@
   is the problem's original prompt, so Improve trains on the rationale WITHOUT the hint; its rule starts with
   `rationalized;` (RATIONALIZED), which is how SQL tells rationalized rows from ordinary ones:
   `SELECT ... FROM kept WHERE starts_with(rule, 'rationalized;')`.
-- Hinted demonstrations (`hinted_demonstrations`): an LLM reads a hint from STaR's few-shot rationalization
-  examples; the embedded tiny model never saw one, and ignores or is confused by any (README: rationalize). With
-  `rationalize.hint_demos` > 0 the tiny base also trains on that share of the demonstrations in hinted form.
+- Hinted demonstrations (`hinted_demonstrations`): an LLM learns to read a hint from STaR's few-shot
+  rationalization examples; the embedded tiny model has never seen one and is thrown off by it (measured on 204
+  unsolved 3-digit problems, 4 samples each: 0 or 1 solved with each of four hint templates, 17 with no hint).
+  With `rationalize.hint_demos` > 0 the tiny base also trains on that share of the demonstrations in hinted form.
 """
 
 from __future__ import annotations
