@@ -20,6 +20,8 @@ ITERATION_METRICS = METRICS / "iterations"  # metrics/iterations/iter<ref>.json
 META_FILE = "restem.json"  # a model folder's lineage
 DECONTAM_FILE = "decontam.json"  # data/problems/decontam.json: the problems stage's contamination check, if run
 TABLES = ("samples", "scores", "kept", "rejected")  # an iteration's tables: data/iter<ref>/<table>.parquet
+# stage rationalize's tables beside them: hinted samples of unsolved problems and their verdicts
+RATIONALES, RATIONALE_SCORES = "rationales.parquet", "rationale_scores.parquet"
 
 
 def problems_dir(root: Path = Path(".")) -> Path:

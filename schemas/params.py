@@ -298,6 +298,38 @@ class FilterParams(Section):
         return self
 
 
+class RationalizeParams(Section):
+    """Rationalization (STaR): the Grow-pool problems no sample solved are sampled again with the reference
+    answer as a hint; the rationales that reach it are kept with the original, unhinted prompt."""
+
+    enabled: bool = Field(default=False, description="off: stage rationalize writes empty tables, nothing is sampled")
+    samples_per_problem: int = Field(default=4, ge=1, description="hinted completions per unsolved problem")
+    temperature: float = Field(default=0.8, gt=0, description="sampling temperature of the hinted samples")
+    hint: str = Field(default="{reference};{prompt}", description="the hinted prompt, a template over {prompt} (the problem's "
+                      "prompt) and {reference} (its gold answer); it must contain both")
+    seed: int = Field(default=0, description="per-sample seeds derive from (seed, 'rationalize', iteration, "
+                      "problem_id, index), apart from Grow's")
+    hint_demos: float = Field(default=0.0, ge=0, le=1, description="the tiny base (base.checkpoint null) also "
+                              "trains on this share of the demonstrations with hinted prompts, so that it can read "
+                              "a hint; 0: none (an LLM base reads hints without)")
+
+    @field_validator("hint")
+    @classmethod
+    def _fields(cls, value: str) -> str:
+        import string
+
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError as exc:
+            raise ValueError(f"hint {value!r} is not a valid template ({exc}); write braces as {{{{ and }}}}") from None
+        unknown = names - {"prompt", "reference"}
+        if unknown:
+            raise ValueError(f"hint names {sorted(unknown)}; only {{prompt}} and {{reference}} are filled in")
+        if names != {"prompt", "reference"}:
+            raise ValueError(f"hint {value!r} must contain both {{prompt}} and {{reference}}")
+        return value
+
+
 class EvaluateParams(Section):
     samples: int = Field(ge=1, description="k: samples per test problem for pass@k and maj@k")
     temperature: float = Field(gt=0)
@@ -357,6 +389,7 @@ class Params(Section):
     evaluate: EvaluateParams
     loop: LoopParams
     reward_model: Optional[RewardModelParams] = None
+    rationalize: RationalizeParams = RationalizeParams()
     runtime: RuntimeParams = RuntimeParams()
 
     @model_validator(mode="after")
@@ -371,6 +404,10 @@ class Params(Section):
         if self.filter.mode == "agreement" and self.filter.voters.seeds and self.base.checkpoint:
             raise ValueError("filter.voters.seeds trains tiny models like `base`, which needs base.checkpoint: null; "
                              "with your own base checkpoint list the voters in filter.voters.checkpoints")
+        if self.rationalize.enabled and self.filter.mode in ("majority", "agreement"):
+            raise ValueError(f"rationalize.enabled needs the reference answers (they are the hints), but filter.mode "
+                             f"{self.filter.mode!r} is label-free; use mode correct, threshold, top_fraction or "
+                             "best_of_n, or set rationalize.enabled: false")
         return self
 
 

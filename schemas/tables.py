@@ -59,9 +59,10 @@ class Sample(Row):
     sample_id: str = Field(description="hash of (problem_id, policy, sampling params, index, seed)")
     problem_id: str = Field(description="the problem it answers (problems.problem_id)")
     iteration: int = Field(description="loop iteration that grew it (evaluation rows: the model's)")
-    purpose: Literal["grow", "eval", "reward", "vote"] = Field(
-        description="training pool sample, evaluation sample, training data of the reward model, or a voter's "
-        "answer (agreement filter)")
+    purpose: Literal["grow", "eval", "reward", "vote", "rationale"] = Field(
+        description="training pool sample, evaluation sample, training data of the reward model, a voter's "
+        "answer (agreement filter), or a hinted sample of a problem Grow did not solve (rationalize; its prompt "
+        "holds the hint)")
     policy: str = Field(description="content hash of the model that generated it")
     engine: str = Field(description="sampling engine and version, e.g. 'transformers 5.19.0'")
     sample_index: int = Field(description="index among the samples of this problem")

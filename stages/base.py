@@ -32,8 +32,8 @@ def run(params: Params, root: Path = Path(".")) -> ModelMeta:
         log(f"base: using checkpoint {meta.checkpoint} ({meta.model_hash})")
         return meta
     set_threads(params.runtime.threads)
-    meta = train_tiny(params, root, out, params.base.train.seed)
-    write_rows(trained_on, Kept, demonstration_rows(root))
+    meta = train_tiny(params, root, out, params.base.train.seed, hinted=True)
+    write_rows(trained_on, Kept, demonstration_rows(root, params))
     return meta
 
 

@@ -18,8 +18,8 @@ from restem.schemas.tables import Kept, Rejected, Sample, Score
 from restem.workspace import METRICS, iter_dir, log
 from restem.verifiers.base import STEPS, Consistency, consistency_check, require_ability
 from restem.filtering import load_votes, needs_consistency, report, resolve_threshold, rule_name, select
-from restem.workspace import voters_data_dir
-
+from restem.rationalize import RATIONALIZED
+from restem.workspace import RATIONALE_SCORES, RATIONALES, voters_data_dir
 
 
 
@@ -47,6 +47,45 @@ def _votes(root: Path, f: FilterParams, samples: Sequence[dict]) -> dict[str, li
     return votes
 
 
+def rationalized_kept(rationales: Sequence[dict], scores: Sequence[dict], problems: dict[str, dict],
+                      f: FilterParams) -> list[Kept]:
+    """The kept rows of the rationales the verifier calls correct: the filter's `correct` rule with its dedup,
+    cap and require_valid_steps; each row's prompt is its problem's original (unhinted) prompt."""
+    if not rationales:
+        return []
+    missing = sorted({r["problem_id"] for r in rationales} - set(problems))
+    if missing:
+        raise RestemError(f"{len(missing)} rationales name problems that are not in data/problems/train.parquet "
+                          f"(first: {missing[0]}); rerun `rationalize` (`dvc repro`)")
+    rule = f.model_copy(update={"mode": "correct"})
+    kept, _ = select(rationales, scores, rule)
+    return [k.model_copy(update={"prompt": problems[k.problem_id]["prompt"], "rule": f"{RATIONALIZED};{k.rule}"})
+            for k in kept]
+
+
+def rationalized(params: Params, source: Path, root: Path) -> tuple[list[Kept], dict]:
+    """The kept rationales of stage rationalize (restem/rationalize.py) and what they add, for the metrics (an
+    empty dict when there are none, so a run without rationalization writes the same metrics as before)."""
+    from restem.verifiers.batch import load_problems
+
+    path = source / RATIONALES
+    if not path.is_file():
+        if params.rationalize.enabled:
+            raise RestemError(f"{path}: not found, but rationalize.enabled is true; run `rationalize` first "
+                              "(`dvc repro` does)")
+        return [], {}
+    rows = read_rows(path, Sample)
+    if not rows:
+        return [], {}
+    scores = read_rows(source / RATIONALE_SCORES, Score)
+    kept = rationalized_kept(rows, scores, load_problems(root, "train"), params.filter)
+    by_id = {s["sample_id"]: s for s in scores}
+    return kept, {"hinted_problems": len({r["problem_id"] for r in rows}), "samples": len(rows),
+                  "correct": sum(1 for s in scores if s["correct"]), "kept": len(kept),
+                  "kept_problems": len({k.problem_id for k in kept}),
+                  "kept_wrong_steps": sum(1 for k in kept if by_id[k.sample_id]["steps_valid"] is False)}
+
+
 def run(params: Params, iteration: int | str, root: Path = Path(".")) -> Counter:
     """Filter iteration `iteration`'s samples, or (a step key like '1b') its iteration's samples again."""
     f = params.filter
@@ -69,10 +108,11 @@ def run(params: Params, iteration: int | str, root: Path = Path(".")) -> Counter
     if f.mode == "agreement":
         votes = _votes(root, f, samples)
     kept, rejected = select(samples, scores, f, tau, consistent, problems, quantile_of, votes)
+    extra, extra_report = rationalized(params, source, root)
     counts = Counter(r.filter_reason for r in rejected)
-    counts["kept"] = len(kept)
+    counts["kept"] = len(kept) + len(extra)
     entry = params.loop.iterations.get(str(iteration))
-    if not kept and not (entry is not None and entry.accumulate):
+    if not kept and not extra and not (entry is not None and entry.accumulate):
         raise RestemError(
             f"filter@{iteration}: no sample was kept out of {len(samples)} ({dict(counts)}); the policy solved "
             "nothing in the Grow pool: sample more (grow.samples_per_problem, grow.temperature), use easier "
@@ -82,23 +122,27 @@ def run(params: Params, iteration: int | str, root: Path = Path(".")) -> Counter
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = out_dir / ".filter"
     with atomic_dir(staging) as tmp:
-        write_rows(tmp / "kept.parquet", Kept, kept)
+        write_rows(tmp / "kept.parquet", Kept, kept + extra)
         write_rows(tmp / "rejected.parquet", Rejected, rejected)
     for name in ("kept.parquet", "rejected.parquet"):
         (staging / name).replace(out_dir / name)
     staging.rmdir()
     summary = {"iteration": str(iteration), **report(kept, rejected, scores, rule_name(f, tau, quantile_of), tau,
                                                           samples)}
+    if extra_report:  # beside the ordinary samples' numbers above, which it leaves as they were
+        summary["rationalized"] = extra_report
     write_json(root / METRICS / "filter" / f"iter{iteration}.json", summary)
     precision = summary["kept_precision"]
-    if not kept:  # an accumulating iteration trains on what earlier ones kept
+    if not kept and not extra:  # an accumulating iteration trains on what earlier ones kept
         log(f"filter@{iteration}: WARNING: no sample was kept out of {len(samples)} ({dict(counts)}); "
             f"improve@{iteration} trains on the samples kept before (accumulate: true) and any replay")
     log(f"filter@{iteration}: kept {len(kept)} samples of {summary['kept_problems']} problems"
         + (f" (tau {tau:g})" if tau is not None else "")
         + (f", verifier-correct {precision:.3f}" if precision is not None else "")
         + f"; dropped {summary['dropped']}"
-        + f"; truncated {summary['truncated']['samples']} of {len(samples)} samples")
+        + f"; truncated {summary['truncated']['samples']} of {len(samples)} samples"
+        + (f"; plus {len(extra)} rationalized samples of {extra_report['kept_problems']} problems no sample solved"
+           if extra_report else ""))
     return counts
 
 

@@ -1,5 +1,5 @@
 """The whole loop under DVC, in a temporary copy with the miniature params: `dvc repro` runs every
-stage, appending an iteration runs exactly its five stages, and a second `dvc repro` runs nothing."""
+stage, appending an iteration runs exactly its stages, and a second `dvc repro` runs nothing."""
 
 import os
 import re
@@ -40,19 +40,20 @@ def workspace(tmp_path_factory):
 def test_repro_runs_the_whole_loop(workspace):
     proc = _run(["dvc", "repro"], workspace)
     ran = _stages_run(proc.stdout)
-    assert ran == ["problems", "base", "reward_model", "voters", "grow@1", "score@1", "filter@1", "improve@1", "evaluate",
+    assert ran == ["problems", "base", "reward_model", "voters", "grow@1", "score@1", "rationalize@1", "filter@1",
+                   "improve@1", "evaluate",
                    "plots"], ran
     assert (workspace / "metrics/summary.json").exists()
     assert (workspace / "data/iter1/kept.parquet").exists()
 
 
-def test_appending_an_iteration_runs_exactly_five_stages(workspace):
+def test_appending_an_iteration_runs_exactly_its_stages(workspace):
     from restem.cli.main import append_iteration
 
     assert append_iteration(workspace / "params.yaml", warm=False) == 2
     assert "'2': {prev: 1, init: 0}" in (workspace / "params.yaml").read_text()
     ran = _stages_run(_run(["dvc", "repro"], workspace).stdout)
-    assert sorted(ran) == sorted(["grow@2", "score@2", "filter@2", "improve@2", "evaluate", "plots"]), ran
+    assert sorted(ran) == sorted(["grow@2", "score@2", "rationalize@2", "filter@2", "improve@2", "evaluate", "plots"]), ran
 
 
 def test_second_repro_runs_nothing(workspace):
@@ -86,7 +87,7 @@ def test_next_as_experiment_and_exp_diff_shows_the_headline_moving(workspace):
     _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "two iterations"], workspace)
     proc = _run([str(Path(sys.executable).parent / "restem"), "next", "--exp"], workspace)
     ran = _stages_run(proc.stdout)
-    assert sorted(ran) == sorted(["grow@3", "score@3", "filter@3", "improve@3", "evaluate", "plots"]), ran
+    assert sorted(ran) == sorted(["grow@3", "score@3", "rationalize@3", "filter@3", "improve@3", "evaluate", "plots"]), ran
     diff = _run(["dvc", "exp", "diff", "--json"], workspace).stdout
     import json
 
@@ -106,7 +107,7 @@ def test_switching_to_the_agreement_filter_reruns_voters_and_filters_but_not_gro
     ran = _stages_run(_run(["dvc", "repro"], workspace).stdout)
     assert "voters" in ran and {"filter@1", "filter@2", "filter@3"} <= set(ran), ran
     # Iteration 1's samples stand (later iterations sample from models trained on the new filter's output).
-    assert not {"problems", "base", "reward_model", "grow@1", "score@1"} & set(ran), ran
+    assert not {"problems", "base", "reward_model", "grow@1", "score@1", "rationalize@1"} & set(ran), ran
     import json
 
     rule = json.loads((workspace / "metrics/filter/iter1.json").read_text())["rule"]

@@ -108,6 +108,14 @@ def score(iteration: int = typer.Option(...), params: Path = PARAMS) -> None:
     _run_stage("score", params, iteration)
 
 
+@stage()
+def rationalize(iteration: int = typer.Option(...),
+                prev: str = typer.Option(..., help="the model that grew it: iteration number or step key"),
+                params: Path = PARAMS) -> None:
+    """Sample the unsolved problems again with the answer as a hint (data/iter<i>/rationales.parquet)."""
+    _run_stage("rationalize", params, iteration, _ref(prev))
+
+
 @stage(name="filter")
 def filter_(iteration: str = typer.Option(..., help="iteration number or step key ('1b')"),
             params: Path = PARAMS) -> None:

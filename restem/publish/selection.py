@@ -69,10 +69,12 @@ sc AS (
          CASE WHEN bool_or(steps_valid = false) THEN false WHEN bool_or(steps_valid) THEN true END AS steps_valid
   FROM scores GROUP BY ALL),
 -- a sample kept by an iteration and by its ReST step: the first filter's rule in run order
-k AS (SELECT sample_id, arg_min(rule, ref) AS rule, arg_min(reward, ref) AS reward FROM kept
+-- the kept prompt: a rationalized row (rule 'rationalized;...') is trained on without the hint its sample saw
+k AS (SELECT sample_id, arg_min(rule, ref) AS rule, arg_min(reward, ref) AS reward, arg_min(prompt, ref) AS prompt
+      FROM kept
       {kept_refs} GROUP BY 1),
 p AS (SELECT problem_id, any_value(difficulty) AS difficulty, any_value(source) AS source FROM problems GROUP BY 1)
-SELECT s.sample_id, s.problem_id, s.iteration, s.purpose, s.prompt, s.completion, s.policy, s.engine,
+SELECT s.sample_id, s.problem_id, s.iteration, s.purpose, coalesce(k.prompt, s.prompt) AS prompt, s.completion, s.policy, s.engine,
        s.temperature, s.seed, p.difficulty, p.source, sc.verifier, coalesce(k.reward, sc.score_reward) AS reward,
        sc.steps_valid, k.rule, s.finish_reason
 FROM (SELECT DISTINCT sample_id FROM sel) q

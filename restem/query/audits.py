@@ -3,7 +3,8 @@
 Audits (`--show-sql` prints the query so it can be read and adapted with `restem sql`):
 - wrong-reasoning: right answers whose checkable steps are false (`scores.steps_valid`; where a
   verifier left it NULL, e.g. GSM8K answer grading, `text_steps_valid(completion)` rechecks the text
-  with `restem.verifiers.steps`), per iteration and among kept samples; `--list` shows the samples.
+  with `restem.verifiers.steps`), per iteration and among kept samples, rationalized samples (purpose
+  'rationale') in rows of their own; `--list` shows the samples.
 - coverage: pass@1 (mean share correct) against pass@K (any of the K correct) per iteration, and
   problems never solved or solved exactly once; `--list` shows those problems.
 - diversity: distinct completions and distinct reasoning paths (`reasoning_path`) per problem.
@@ -50,7 +51,9 @@ WRONG_REASONING = f"""
 -- steps_valid comes from the verifier; only where it left it NULL is the text rechecked
 -- (verifiers/steps.py), so only those rows read the completion text.
 -- Grow rows appear once per filter of their iteration (its own, ref '1', and each ReST step, '1b'): the
--- answers are the same samples, the kept columns are that filter's.
+-- answers are the same samples, the kept columns are that filter's. Rationalization's hinted samples (purpose
+-- 'rationale') have rows of their own beside the grow rows: a hint makes it easy to write the answer after
+-- wrong steps, and their rate against the ordinary samples' shows how often that happens.
 WITH judged AS (
     SELECT iteration, ref, purpose, sample_id, steps_valid
     FROM scores
@@ -63,14 +66,14 @@ WITH judged AS (
     SELECT * FROM judged
     UNION ALL
     SELECT j.iteration, f.ref, j.purpose, j.sample_id, j.steps_valid
-    FROM judged j JOIN step_filters f ON j.purpose = 'grow' AND f.iteration = j.iteration
+    FROM judged j JOIN step_filters f ON j.purpose IN ('grow', 'rationale') AND f.iteration = j.iteration
 ), marked AS (
     SELECT j.iteration, j.ref, j.purpose, coalesce(j.steps_valid, r.ok) AS steps_ok,
-           CASE WHEN j.purpose = 'grow' THEN k.sample_id IS NOT NULL END AS kept
+           CASE WHEN j.purpose IN ('grow', 'rationale') THEN k.sample_id IS NOT NULL END AS kept
     FROM per_filter j
     LEFT JOIN rechecked r ON r.sample_id = j.sample_id AND r.purpose = j.purpose
     LEFT JOIN (SELECT DISTINCT sample_id, ref FROM kept) k
-           ON k.sample_id = j.sample_id AND k.ref = j.ref AND j.purpose = 'grow'
+           ON k.sample_id = j.sample_id AND k.ref = j.ref AND j.purpose IN ('grow', 'rationale')
 )
 SELECT iteration, ref, purpose,
        count(*)                                              AS right_answers,
@@ -180,10 +183,12 @@ ORDER BY iteration, ref, purpose
 """
 
 FILTER = """
--- Kept and dropped samples by reason, per iteration and ReST step (ref '1b' filters iteration 1 again).
+-- Kept and dropped samples by reason, per iteration and ReST step (ref '1b' filters iteration 1 again);
+-- kept rationales of problems no sample solved (rule 'rationalized;...') apart.
 SELECT iteration, ref, outcome, count(*) AS samples,
        round(count(*) / sum(count(*)) OVER (PARTITION BY iteration, ref), 4) AS share
-FROM (SELECT iteration, ref, 'kept' AS outcome FROM kept
+FROM (SELECT iteration, ref, CASE WHEN starts_with(rule, 'rationalized;') THEN 'kept rationalized' ELSE 'kept' END
+             AS outcome FROM kept
       UNION ALL
       SELECT iteration, ref, 'dropped: ' || filter_reason FROM rejected)
 GROUP BY iteration, ref, outcome
@@ -194,12 +199,12 @@ PRECISION = """
 -- Kept samples the verifier calls correct, per iteration: the filter's precision. A label-free vote or a
 -- reward model may keep wrong samples; here the verifier only measures, it decided nothing.
 -- Per iteration and ReST step: a step ('1b') keeps some of its iteration's samples again.
-SELECT k.iteration, k.ref, 'grow' AS purpose, count(*) AS kept, count(c.correct) AS labelled,
+SELECT k.iteration, k.ref, c.purpose, count(*) AS kept, count(c.correct) AS labelled,
        round(avg(c.correct::INTEGER), 6) AS kept_precision
 FROM (SELECT DISTINCT sample_id, iteration, ref FROM kept) k
-JOIN scores c ON c.sample_id = k.sample_id AND c.purpose = 'grow' AND NOT is_reward_model(c.verifier)
-GROUP BY k.iteration, k.ref
-ORDER BY k.iteration, k.ref
+JOIN scores c ON c.sample_id = k.sample_id AND c.purpose IN ('grow', 'rationale') AND NOT is_reward_model(c.verifier)
+GROUP BY k.iteration, k.ref, c.purpose
+ORDER BY k.iteration, k.ref, c.purpose
 """
 
 TRUNCATION = f"""

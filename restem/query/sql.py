@@ -1,7 +1,8 @@
 """`restem sql "QUERY"`: DuckDB over every table of every iteration of a workspace.
 
 Views (documented in `restem/query/views.py`, printed by `restem sql --schema`):
-  problems, samples (grow, eval and the agreement filter's voters), scores (with `purpose`), kept,
+  problems, samples (grow, eval, the agreement filter's voters, rationalize's hinted samples), scores (with
+  `purpose`), kept,
   rejected, models (the
   `restem.json` files), metrics (the per-iteration JSON, one row per number), and `graded`
   (samples joined with their scores, whether kept and why dropped).
@@ -33,7 +34,8 @@ from restem.schemas.tables import Kept, Problem, Rejected, Sample, Score
 from restem.query.output import check_format, render
 from restem.query.rev import materialise_rev
 from restem.query.views import GRADED_SCORE_COLUMNS, METRICS_SCHEMA, MODELS_SCHEMA, schema_doc
-from restem.workspace import DATA, EVAL, ITERATION_METRICS, META_FILE, MODELS, problems_dir, voters_data_dir
+from restem.workspace import (DATA, EVAL, ITERATION_METRICS, META_FILE, MODELS, RATIONALE_SCORES, RATIONALES,
+                              problems_dir, voters_data_dir)
 
 EXAMPLES = """\
 restem sql "SELECT iteration, purpose, count(*) FROM samples GROUP BY ALL ORDER BY ALL"
@@ -92,6 +94,8 @@ def discover(root: Path) -> Workspace:
         "scores_vote": _one_file(voters_data_dir(root) / "scores.parquet"),
         "scores_grow": _iter_files(data, "scores.parquet"),
         "scores_eval": _iter_files(root / EVAL, "scores.parquet"),
+        "samples_rationale": _iter_files(data, RATIONALES),
+        "scores_rationale": _iter_files(data, RATIONALE_SCORES),
         "kept": _iter_files(data, "kept.parquet"),
         "rejected": _iter_files(data, "rejected.parquet"),
         "models": _iter_files(root / MODELS, META_FILE),
@@ -220,11 +224,12 @@ def create_views(con, ws: Workspace) -> None:
     con.execute(f"""CREATE OR REPLACE VIEW samples AS
         {_parquet_source(con, 'samples_grow', f['samples_grow'], arrow_schema(Sample))}
         UNION ALL {_parquet_source(con, 'samples_eval', f['samples_eval'], arrow_schema(Sample))}
-        UNION ALL {_parquet_source(con, 'samples_vote', f['samples_vote'], arrow_schema(Sample))}""")
+        UNION ALL {_parquet_source(con, 'samples_vote', f['samples_vote'], arrow_schema(Sample))}
+        UNION ALL {_parquet_source(con, 'samples_rationale', f['samples_rationale'], arrow_schema(Sample))}""")
     con.execute("CREATE OR REPLACE VIEW scores AS " + " UNION ALL ".join(
         f"SELECT {score_cols}, '{purpose}' AS purpose, ref "
         f"FROM ({_parquet_source(con, f'scores_{purpose}', f[f'scores_{purpose}'], arrow_schema(Score))})"
-        for purpose in ("grow", "eval", "vote")))
+        for purpose in ("grow", "eval", "vote", "rationale")))
     con.execute(f"CREATE OR REPLACE VIEW kept AS {_parquet_source(con, 'kept', f['kept'], arrow_schema(Kept))}")
     con.execute(f"CREATE OR REPLACE VIEW rejected AS {_parquet_source(con, 'rejected', f['rejected'], arrow_schema(Rejected))}")
     con.register("_models", models_table(ws.files["models"]))
@@ -237,17 +242,17 @@ def create_views(con, ws: Workspace) -> None:
     graded_scores = ", ".join(f"c.{name}" for name in GRADED_SCORE_COLUMNS)
     con.execute(f"""CREATE OR REPLACE VIEW graded AS
         SELECT s.*, {graded_scores},
-               CASE WHEN s.purpose = 'grow' THEN k.sample_id IS NOT NULL END AS kept,
+               CASE WHEN s.purpose IN ('grow', 'rationale') THEN k.sample_id IS NOT NULL END AS kept,
                r.filter_reason,
-               CASE WHEN s.purpose = 'grow' THEN coalesce(b.kept_by, []) END AS kept_by
+               CASE WHEN s.purpose IN ('grow', 'rationale') THEN coalesce(b.kept_by, []) END AS kept_by
         FROM samples s
         JOIN scores c ON c.sample_id = s.sample_id AND c.purpose = s.purpose AND c.ref IS NOT DISTINCT FROM s.ref
         LEFT JOIN (SELECT DISTINCT sample_id, ref FROM kept) k
-               ON k.sample_id = s.sample_id AND k.ref = s.ref AND s.purpose = 'grow'
+               ON k.sample_id = s.sample_id AND k.ref = s.ref AND s.purpose IN ('grow', 'rationale')
         LEFT JOIN (SELECT sample_id, ref, any_value(filter_reason) AS filter_reason FROM rejected GROUP BY ALL) r
                ON r.sample_id = s.sample_id AND r.ref = s.ref AND s.purpose = 'grow'
         LEFT JOIN (SELECT sample_id, list(DISTINCT ref ORDER BY ref) AS kept_by FROM kept GROUP BY 1) b
-               ON b.sample_id = s.sample_id AND s.purpose = 'grow'""")
+               ON b.sample_id = s.sample_id AND s.purpose IN ('grow', 'rationale')""")
     for macro in _MACROS:
         con.execute(macro)
     for name, fn, result in (("text_steps_valid", _text_steps_valid, bool), ("text_step_errors", _text_step_errors, str),

@@ -96,11 +96,14 @@ VIEWS: list[View] = [
          model_columns(Problem)),
     View("samples", "data/iter<ref>/samples.parquet (purpose 'grow'), data/eval/iter<ref>/samples.parquet ('eval') and "
          "data/voters/samples.parquet ('vote': each voter's greedy answer, iteration 0, policy = the voter's model "
-         "hash); the reward model's training samples (data/reward) are not in it",
+         "hash) and data/iter<ref>/rationales.parquet ('rationale': hinted samples of problems Grow did not solve, "
+         "prompt = the hinted prompt; kept ones are kept rows with the unhinted prompt and a rule starting "
+         "'rationalized;'); the reward model's training samples (data/reward) are not in it",
          model_columns(Sample) + [_ref("the voters' rows")]),
     View("scores", "one row per sample and verifier, from the scores.parquet beside each samples file",
          model_columns(Score) + [
-             Column("purpose", "VARCHAR", "'grow' | 'eval' | 'vote': which samples file the row scores"),
+             Column("purpose", "VARCHAR", "'grow' | 'eval' | 'vote' | 'rationale': which samples file the row "
+                    "scores"),
              _ref("the voters' rows")]),
     View("kept", "data/iter<ref>/kept.parquet: the filter's training set (a step '1b' filters iteration 1's "
          "samples again: iteration 1, ref '1b')", model_columns(Kept) + [_ref()]),
@@ -119,10 +122,12 @@ VIEWS: list[View] = [
     View("graded", "samples joined with their scores (one row per sample and verifier), and the filter's decision",
          [Column(", ".join(Sample.model_fields) + ", ref", "", "every samples column")]
          + model_columns(Score, GRADED_SCORE_COLUMNS) + [
-             Column("kept", "BOOLEAN?", "grow rows: kept by its own iteration's filter (NULL for eval and vote)"),
+             Column("kept", "BOOLEAN?", "grow and rationale rows: kept by its own iteration's filter (NULL for eval "
+                    "and vote)"),
              Column("filter_reason", "VARCHAR?", "why its own iteration's filter dropped it (NULL when kept, eval, "
                     "vote)"),
-             Column("kept_by", "VARCHAR[]?", "grow rows: the refs whose filter kept it, e.g. ['1', '1b']")]),
+             Column("kept_by", "VARCHAR[]?", "grow and rationale rows: the refs whose filter kept it, e.g. "
+                    "['1', '1b']")]),
 ]
 
 PREAMBLE = """\

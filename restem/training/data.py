@@ -27,9 +27,20 @@ def training_rows(params: Params, iteration: int | str, root: Path) -> list[dict
     return sorted(rows.values(), key=lambda r: (r["problem_id"], r["sample_id"]))
 
 
-def demonstration_rows(root: Path) -> list[Kept]:
-    """The demonstrations as training rows (what the base model trained on)."""
+def demonstration_rows(root: Path, params: Params | None = None) -> list[Kept]:
+    """The demonstrations as training rows (what the base model trained on); with `params`, also the hinted
+    ones the tiny base trains on (rationalize.hint_demos)."""
     demos = read_rows(problems_dir(root) / "demos.parquet", Problem)
-    return [Kept(sample_id=content_hash("demonstration", d["problem_id"]), problem_id=d["problem_id"], iteration=0,
-                 prompt=d["prompt"], completion=d["solution"], reward=1.0, rule=DEMONSTRATION, finish_reason="eos")
+    rows = [Kept(sample_id=content_hash("demonstration", d["problem_id"]), problem_id=d["problem_id"], iteration=0,
+                 prompt=d["prompt"], completion=d["solution"], reward=1.0, rule=DEMONSTRATION,
+                 finish_reason="eos")
             for d in demos if d["solution"] is not None]
+    if params is not None and params.rationalize.hint_demos:
+        from restem.rationalize import hinted_demonstrations
+
+        r = params.rationalize
+        rows += [Kept(sample_id=content_hash("hinted demonstration", d["problem_id"]), problem_id=d["problem_id"],
+                      iteration=0, prompt=d["prompt"], completion=d["solution"], reward=1.0, rule=DEMONSTRATION,
+                      finish_reason="eos")
+                 for d in hinted_demonstrations(demos, r.hint, r.hint_demos)]
+    return rows

@@ -11,6 +11,7 @@ from restem.schemas.hashing import content_hash
 from restem.schemas.io import read_rows
 from restem.schemas.params import Params
 from restem.schemas.tables import ModelMeta, Problem
+from restem.rationalize import hinted_demonstrations
 from restem.training.modeling import build_char_tokenizer, build_model, save_policy
 from restem.workspace import log, problems_dir
 
@@ -21,13 +22,17 @@ def tiny_recipe(params: Params, seed: int):
 
 
 def train_tiny(params: Params, root: Path, out: Path, seed: int, iteration: int | str = 0,
-               label: str = "base") -> ModelMeta:
+               label: str = "base", hinted: bool = False) -> ModelMeta:
     """Train the tiny Llama of `base.model` on the demonstrations with `base.train`, its seed replaced by
-    `seed` (initialisation and shuffling), and save it to `out` as a Hugging Face folder."""
+    `seed` (initialisation and shuffling), and save it to `out` as a Hugging Face folder. `hinted` (the base):
+    also on `rationalize.hint_demos` of them with hinted prompts (restem/rationalize.py)."""
     demos = read_rows(problems_dir(root) / "demos.parquet", Problem)
     if not demos:
         raise RestemError(f"{problems_dir(root) / 'demos.parquet'}: no demonstrations to train the {label} model on")
     pairs = [(d["prompt"], d["solution"]) for d in demos]
+    if hinted:
+        r = params.rationalize
+        pairs += [(h["prompt"], h["solution"]) for h in hinted_demonstrations(demos, r.hint, r.hint_demos)]
     tokenizer = build_char_tokenizer()
     unknown = sorted({ch for p, s in pairs for ch in p + s if tokenizer.convert_tokens_to_ids(ch) == tokenizer.unk_token_id})
     if unknown:
