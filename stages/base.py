@@ -33,7 +33,7 @@ def run(params: Params, root: Path = Path(".")) -> ModelMeta:
         return meta
     set_threads(params.runtime.threads)
     meta = train_tiny(params, root, out, params.base.train.seed)
-    write_rows(trained_on, Kept, demonstration_rows(root))
+    write_rows(trained_on, Kept, demonstration_rows(root, spec=params.prompt))
     return meta
 
 

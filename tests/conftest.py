@@ -45,6 +45,7 @@ TINY = {
             "test_count": 8,
         },
     },
+    "prompt": {"style": "plain", "template": None, "system": None, "fewshot": None},  # dvc.yaml tracks it
     "base": {
         "checkpoint": None,
         "model": {"hidden_size": 64, "intermediate_size": 128, "layers": 2, "heads": 2, "max_positions": 48},
@@ -52,14 +53,14 @@ TINY = {
                   "weight_decay": 0.0, "seed": 0},
     },
     "grow": {"engine": "transformers", "samples_per_problem": 4, "temperature": 1.0, "top_p": 1.0, "top_k": 0,
-             "max_new_tokens": 24, "seed": 0},
+             "max_new_tokens": 24, "seed": 0, "stop": []},  # voters and reward_model track grow.stop
     "score": {"verifier": "arithmetic", "extraction": "strict"},  # dvc.yaml tracks score.extraction
     "filter": {"mode": "correct", "max_per_problem": 2, "dedup": True, "require_valid_steps": False,
                # dvc.yaml's `voters` stage reads it, so a params file for `dvc repro` has it
                "voters": {"seeds": [], "checkpoints": [], "min_agree": None}},
     "improve": {"epochs": 1, "lr": 1e-3, "batch_size": 16, "warmup_ratio": 0.05, "schedule": "cosine",
                 "weight_decay": 0.0, "seed": 0},
-    "evaluate": {"samples": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 24, "seed": 0},
+    "evaluate": {"samples": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 24, "seed": 0, "stop": []},
     "loop": {"iterations": {"1": {"prev": 0, "init": 0}}, "steps": {}},
     "reward_model": {"checkpoint": None, "problems": 24, "samples_per_problem": 4, "temperature": 1.0,
                      "max_new_tokens": 24, "holdout": 0.25, "seed": 0,

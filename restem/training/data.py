@@ -4,10 +4,11 @@ trained on) and the demonstrations as training rows (what the base model trained
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from restem.schemas.hashing import content_hash
 from restem.schemas.io import read_rows
-from restem.schemas.params import Params
+from restem.schemas.params import Params, PromptParams
 from restem.schemas.tables import Kept, Problem
 from restem.workspace import iter_dir, problems_dir
 
@@ -27,9 +28,15 @@ def training_rows(params: Params, iteration: int | str, root: Path) -> list[dict
     return sorted(rows.values(), key=lambda r: (r["problem_id"], r["sample_id"]))
 
 
-def demonstration_rows(root: Path) -> list[Kept]:
-    """The demonstrations as training rows (what the base model trained on)."""
+def demonstration_rows(root: Path, tokenizer=None, spec: Optional[PromptParams] = None) -> list[Kept]:
+    """The demonstrations as training rows (what the base model trained on), each prompt rendered as the policy
+    sees it (restem/prompting.py; `spec` is params `prompt`, None: the defaults, the question as is; a chat
+    spec needs the policy's `tokenizer`). They have no sampled ids: training tokenises their text."""
+    from restem.prompting import render
+
+    spec = spec or PromptParams()
     demos = read_rows(problems_dir(root) / "demos.parquet", Problem)
     return [Kept(sample_id=content_hash("demonstration", d["problem_id"]), problem_id=d["problem_id"], iteration=0,
-                 prompt=d["prompt"], completion=d["solution"], reward=1.0, rule=DEMONSTRATION)
+                 prompt=render(tokenizer, spec, d["prompt"], root), completion=d["solution"], reward=1.0,
+                 rule=DEMONSTRATION)
             for d in demos if d["solution"] is not None]
