@@ -254,6 +254,7 @@ def test_bpe_chat_model_trains_on_exactly_the_sampled_ids(chat_model, trained_ro
     root = _workspace(tmp_path, trained_root, chat_model)
     spec = {"style": style, "template": "What is {prompt}"}
     kept, differ = _check_trained_as_sampled(root, spec, monkeypatch)
+    print(f"{style}: {differ} of {kept} kept rows would have trained on other ids when re-tokenised")
     # Sampling at temperature 1 from a byte-level BPE model writes non-canonical splits (and special tokens):
     # re-tokenising the decoded text, as Improve used to, would have trained other ids on some rows.
     assert differ > 0, kept
