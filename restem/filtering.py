@@ -234,7 +234,8 @@ def select(samples: Sequence[dict], scores: Sequence[dict], f: FilterParams, tau
             common = {"sample_id": s["sample_id"], "problem_id": problem_id, "iteration": s["iteration"],
                       "reward": sc["reward"]}
             if s["sample_id"] in admitted_ids:
-                kept.append(Kept(**common, prompt=s["prompt"], completion=s["completion"], rule=rule,
+                kept.append(Kept(**common, prompt=s["prompt"], completion=s["completion"],
+                                 completion_ids=s.get("completion_ids"), rule=rule,
                                  threshold=tau if f.mode == "threshold" else None, finish_reason=s["finish_reason"]))
             else:
                 rejected.append(Rejected(**common, filter_reason=reason[s["sample_id"]]))

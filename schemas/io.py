@@ -46,6 +46,9 @@ def _arrow_type(annotation: Any) -> tuple[pa.DataType, bool]:
         return _PRIMITIVES[type(values[0])], False
     if annotation in _PRIMITIVES:
         return _PRIMITIVES[annotation], False
+    if origin is list:  # token ids
+        (item,) = typing.get_args(annotation)
+        return pa.list_(_PRIMITIVES[item]), False
     raise TypeError(f"no Arrow type for {annotation}")
 
 

@@ -191,6 +191,43 @@ class BaseParams(Section):
     train: TrainParams
 
 
+class PromptParams(Section):
+    """How a problem's raw question becomes the text the policy sees (restem/prompting.py): the same for Grow,
+    Evaluate, the voters, the reward model's data, base training and Improve."""
+
+    style: Literal["plain", "chat"] = Field(
+        default="plain", description="plain: the question through `template` (base models, the tiny model); "
+        "chat: the tokenizer's own chat template (`apply_chat_template`) over [system] + few-shot turns + the question")
+    template: Optional[str] = Field(
+        default=None, description="a Python format string with a `{prompt}` field wrapping each question (plain: the "
+        "whole text; chat: the user turn); null: the question as is")
+    system: Optional[str] = Field(
+        default=None, description="chat: the system message; null: none given, so the chat template's own default "
+        "applies (e.g. Qwen's default system prompt)")
+    fewshot: Optional[str] = Field(
+        default=None, description="a JSONL file of {prompt, completion} examples in inputs/prompt/ (tracked by "
+        "content): chat: user/assistant turns before the question; plain: each example through `template` "
+        "followed by its completion, a blank line after each, before the question")
+
+    @field_validator("template")
+    @classmethod
+    def _format_string(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            from restem.prompting import check_format_template
+
+            try:
+                check_format_template(value, "prompt.template")
+            except RestemError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
+def _stop_strings(value: list[str]) -> list[str]:
+    if any(not s for s in value):
+        raise ValueError("a stop string must not be empty")
+    return value
+
+
 class GrowParams(Section):
     engine: Literal["transformers", "vllm"] = Field(description="sampling engine of Grow and Evaluate")
     samples_per_problem: int = Field(ge=1, description="K completions per training problem")
@@ -199,6 +236,12 @@ class GrowParams(Section):
     top_k: int = Field(default=0, ge=0, description="0: no top-k cut")
     max_new_tokens: int = Field(ge=1)
     seed: int = 0
+    stop: list[str] = Field(
+        default_factory=list, exclude_if=lambda v: not v,  # none leaves recorded params unchanged
+        description="stop strings: a completion ends before the first one it writes (finish_reason `stop`), "
+        "e.g. ['Question:'] for a base model on a few-shot prompt")
+
+    _stop = field_validator("stop")(_stop_strings)
 
 
 class ScoreParams(Section):
@@ -336,6 +379,10 @@ class EvaluateParams(Section):
     top_p: float = Field(default=1.0, gt=0, le=1)
     max_new_tokens: int = Field(ge=1)
     seed: int = 0
+    stop: list[str] = Field(default_factory=list, exclude_if=lambda v: not v,
+                            description="stop strings, as grow.stop")
+
+    _stop = field_validator("stop")(_stop_strings)
 
 
 class RewardModelParams(Section):
@@ -381,6 +428,7 @@ class RuntimeParams(Section):
 
 class Params(Section):
     problems: ProblemsParams
+    prompt: PromptParams = PromptParams()
     base: BaseParams
     grow: GrowParams
     score: ScoreParams

@@ -69,11 +69,16 @@ class Sample(Row):
     seed: int = Field(description="the per-request seed")
     temperature: float = Field(description="sampling temperature (0: greedy)")
     prompt: str = Field(description="the text the policy was given")
-    completion: str = Field(description="the text it wrote")
-    finish_reason: Literal["stop", "length"] = Field(
-        description="stop: end-of-turn token or stop string; length: max_new_tokens reached")
+    completion: str = Field(description="the text it wrote (special tokens it wrote kept, the final end-of-turn "
+                            "token left out; cut before a stop string)")
+    finish_reason: Literal["eos", "stop", "length"] = Field(
+        description="eos: an end-of-turn token; stop: a stop string (grow.stop, evaluate.stop); length: "
+        "max_new_tokens reached")
     prompt_tokens: int = Field(description="tokens in the prompt")
-    completion_tokens: int = Field(description="tokens in the completion")
+    completion_tokens: int = Field(description="tokens in the completion (len(completion_ids) when sampled here)")
+    completion_ids: Optional[list[int]] = Field(
+        default=None, description="the token ids it sampled, the end-of-turn token included when it ended on one "
+        "(a stop string: up to the token that completed it); Improve trains on exactly these. Null: imported")
 
 
 class Score(Row):
@@ -106,6 +111,9 @@ class Kept(Row):
     iteration: int = Field(description="the iteration that grew it (0: a demonstration)")
     prompt: str = Field(description="the prompt trained on")
     completion: str = Field(description="the completion trained on")
+    completion_ids: Optional[list[int]] = Field(
+        default=None, description="the sampled completion ids trained on (samples.completion_ids); null for "
+        "demonstrations and imported samples, which are tokenised from the text plus the end-of-turn token")
     reward: float = Field(description="its reward (scores.reward)")
     rule: str = Field(description="the filter rule and its settings, e.g. 'correct;cap=4;dedup=exact'")
     threshold: Optional[float] = Field(default=None, description="the reward threshold that admitted it, if any")

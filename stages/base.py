@@ -18,7 +18,7 @@ from restem.schemas.tables import Kept, ModelMeta
 from restem.workspace import iter_dir, log, model_dir, user_input
 from restem.sampling.engines import set_threads
 from restem.training.data import demonstration_rows
-from restem.training.modeling import link_checkpoint
+from restem.training.modeling import link_checkpoint, load_policy
 from restem.training.tiny import train_tiny
 
 
@@ -33,7 +33,8 @@ def run(params: Params, root: Path = Path(".")) -> ModelMeta:
         return meta
     set_threads(params.runtime.threads)
     meta = train_tiny(params, root, out, params.base.train.seed, hinted=True)
-    write_rows(trained_on, Kept, demonstration_rows(root, params))
+    tokenizer = load_policy(out)[1]  # a chat prompt spec renders through the trained model's own template
+    write_rows(trained_on, Kept, demonstration_rows(root, tokenizer, params.prompt, params.rationalize))
     return meta
 
 

@@ -31,6 +31,7 @@ from restem.schemas.hashing import content_hash, file_hash
 from restem.schemas.io import read_rows, write_json, write_rows, write_text
 from restem.schemas.params import Params, ref_order
 from restem.schemas.tables import Problem, Sample, Score, truncated
+from restem import prompting
 from restem.sampling import engines, sampler
 from restem.stats import summarise
 from restem.training import modeling
@@ -51,10 +52,13 @@ def evaluate_model(params: Params, ref: str, problems: list[dict], root: Path) -
     policy = model_hash(folder)
     iteration = ref_order(ref)[0]
     engine = sampler.make_engine(params.grow.engine, folder, params.runtime.batch_size, params.runtime)
-    greedy = sampler.sample(engine, problems, 1, SamplingParams(0.0, e.max_new_tokens), e.seed, iteration, "eval",
-                         policy, label=f"evaluate@{ref} greedy")
-    sampled = sampler.sample(engine, problems, e.samples, SamplingParams(e.temperature, e.max_new_tokens, e.top_p),
-                          e.seed, iteration, "eval", policy, label=f"evaluate@{ref} k={e.samples}")
+    stop = tuple(e.stop)
+    greedy = sampler.sample(engine, problems, 1, SamplingParams(0.0, e.max_new_tokens, stop=stop), e.seed, iteration,
+                            "eval", policy, label=f"evaluate@{ref} greedy", prompt=params.prompt, root=root)
+    sampled = sampler.sample(engine, problems, e.samples, SamplingParams(e.temperature, e.max_new_tokens, e.top_p,
+                                                                         stop=stop),
+                             e.seed, iteration, "eval", policy, label=f"evaluate@{ref} k={e.samples}",
+                             prompt=params.prompt, root=root)
     samples = [s.model_dump() for s in greedy + sampled]
     scores = [s.model_dump() for s in score_samples(params.score.verifier, samples, {
         p["problem_id"]: problem_view(p) for p in problems}, params.runtime.workers, params.score.timeout_s,
@@ -106,7 +110,7 @@ def eval_key(params: Params, iteration: str, root: Path) -> str:
     # The code that makes the metrics: sampling, scoring, every verifier, and this module.
     from restem import verifiers
 
-    code = [Path(m.__file__) for m in (engines, sampler, modeling)] + [Path(__file__)]
+    code = [Path(m.__file__) for m in (engines, sampler, modeling, prompting)] + [Path(__file__)]
     if params.grow.engine == "vllm":  # only then, so keys of transformers runs stay as they were
         code.append(Path(engines.__file__).with_name("vllm_engine.py"))
     code += sorted(Path(verifiers.__file__).parent.glob("*.py"))
@@ -117,7 +121,7 @@ def eval_key(params: Params, iteration: str, root: Path) -> str:
     return content_hash(
         FORMAT, model_hash(model_dir(iteration, root)), file_hash(problems_dir(root) / "test.parquet"),
         params.evaluate.model_dump(), params.grow.engine, params.score.model_dump(), [file_hash(p) for p in code],
-        *extra,
+        *extra, *prompting.prompt_key(params.prompt, root),
     )
 
 

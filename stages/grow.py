@@ -23,6 +23,7 @@ from restem.sampling.engines import SamplingParams, set_threads
 from restem.sampling.shards import Shard, owned
 from restem.sampling.sampler import make_engine, numerics, sample
 from restem.training.modeling import model_hash
+from restem.prompting import prompt_key
 
 
 def pool_slice(problems: Sequence[dict], pool: PoolSlice, seed: int, iteration: int) -> list[dict]:
@@ -44,11 +45,12 @@ def pool_slice(problems: Sequence[dict], pool: PoolSlice, seed: int, iteration: 
     return sorted(chosen, key=lambda p: p["problem_id"])
 
 
-def shard_key(policy: str, sampling: SamplingParams, params: Params, iteration: int, problem_ids: list[str]) -> str:
+def shard_key(policy: str, sampling: SamplingParams, params: Params, iteration: int, problem_ids: list[str],
+              root: Path = Path(".")) -> str:
     """What a shard's rows depend on; a shard left by an interrupted run is reused only if this matches."""
     g = params.grow
     return content_hash("grow-shard", policy, sampling.as_dict(), g.engine, g.samples_per_problem, g.seed, iteration,
-                        problem_ids, numerics(g.engine, params.runtime))
+                        problem_ids, numerics(g.engine, params.runtime), *prompt_key(params.prompt, root))
 
 
 def run(params: Params, iteration: int, prev: int, root: Path = Path("."), shard: Shard | None = None,
@@ -73,7 +75,7 @@ def run(params: Params, iteration: int, prev: int, root: Path = Path("."), shard
         log(f"grow@{iteration}: curriculum slice of {len(problems)} problems, mix {dict(entry.pool.mix)}")
     policy_dir = model_dir(prev, root)
     policy = model_hash(policy_dir)
-    sampling = SamplingParams(g.temperature, g.max_new_tokens, g.top_p, g.top_k)
+    sampling = SamplingParams(g.temperature, g.max_new_tokens, g.top_p, g.top_k, tuple(g.stop))
     size = params.runtime.grow_shard_problems
     shard_dir = iter_dir(iteration, root) / ".grow-shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
@@ -89,7 +91,7 @@ def run(params: Params, iteration: int, prev: int, root: Path = Path("."), shard
         if number not in mine:
             continue
         chunk = problems[start : start + size]
-        key = shard_key(policy, sampling, params, iteration, [p["problem_id"] for p in chunk])
+        key = shard_key(policy, sampling, params, iteration, [p["problem_id"] for p in chunk], root)
         path = shard_dir / f"shard-{number:05d}-{key}.parquet"
         if path.exists():
             log(f"grow@{iteration}: shard {number + 1}/{n_shards} already done, reusing it")
@@ -99,7 +101,7 @@ def run(params: Params, iteration: int, prev: int, root: Path = Path("."), shard
         else:
             engine = engine or make_engine(g.engine, policy_dir, params.runtime.batch_size, params.runtime)
             rows = sample(engine, chunk, g.samples_per_problem, sampling, g.seed, iteration, "grow", policy,
-                          label=f"grow@{iteration} shard {number + 1}/{n_shards}")
+                          label=f"grow@{iteration} shard {number + 1}/{n_shards}", prompt=params.prompt, root=root)
             write_rows(path, Sample, rows)
         tables.append(read_table(path, Sample))
     if shard is not None:

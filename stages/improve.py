@@ -37,9 +37,11 @@ def run(params: Params, iteration: int | str, init: int | str, root: Path = Path
     rows = training_rows(params, iteration, root)
     start = model_dir(init, root)
     model, tokenizer, adapter = _start_model(params, start, iteration, root)
-    pairs = [(r["prompt"], r["completion"]) for r in rows]
+    # Kept rows carry the ids they were sampled with (the prompt rendered as they were sampled): trained on exactly.
+    pairs = [(r["prompt"], r["completion"], r["completion_ids"]) for r in rows]
     weights = [r["reward"] for r in rows] if p.loss == "reward_weighted" else None
-    replay = [(d.prompt, d.completion) for d in demonstration_rows(root)] if p.replay else []
+    replay = ([(d.prompt, d.completion) for d in demonstration_rows(root, tokenizer, params.prompt)]
+              if p.replay else [])
     # A distinct, reproducible shuffle per iteration (and step).
     train = p.model_copy(update={"seed": derive_seed(p.seed, iteration) % (2**31)})
     max_len = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
@@ -51,7 +53,7 @@ def run(params: Params, iteration: int | str, init: int | str, root: Path = Path
         + (", reward-weighted loss" if weights is not None else ""))
     gathered: dict = {}  # the full weights, when a sharded launch (FSDP, ZeRO-3) leaves the model holding a shard
     train_log = train_sft(model, tokenizer, pairs, train, max_len, weights=weights, replay=replay,
-                          precision=params.runtime.precision,
+                          precision=params.runtime.precision, spec=params.prompt,
                           gradient_checkpointing=params.runtime.gradient_checkpointing, full_state=gathered)
     if not is_main_process():  # under `accelerate launch` every process trains; the main one writes
         return {"rows": len(pairs), "model_hash": None}

@@ -57,8 +57,8 @@ def run(params: Params, root: Path = Path(".")) -> dict:
     policy = model_hash(base)
     engine = sampler.make_engine(params.grow.engine, base, params.runtime.batch_size, params.runtime)
     samples = sampler.sample(engine, problems, rm.samples_per_problem,
-                          SamplingParams(rm.temperature, rm.max_new_tokens), rm.seed, 0, "reward", policy,
-                          label="reward_model: sampling")
+                          SamplingParams(rm.temperature, rm.max_new_tokens, stop=tuple(params.grow.stop)), rm.seed, 0,
+                          "reward", policy, label="reward_model: sampling", prompt=params.prompt, root=root)
     del engine
     sample_rows = [s.model_dump() for s in samples]
     views = {p["problem_id"]: batch.problem_view(p) for p in problems}

@@ -90,7 +90,8 @@ def build_voters(params: Params, root: Path) -> dict[str, Path]:
     return {name: voters_model_dir(root) / name for name in names}
 
 
-def answer(params: Params, folders: dict[str, Path], problems: list[dict]) -> tuple[list[Sample], list[Score]]:
+def answer(params: Params, folders: dict[str, Path], problems: list[dict],
+           root: Path = Path(".")) -> tuple[list[Sample], list[Score]]:
     """Each voter's greedy completion of every problem, and the verifier's reading of it."""
     from restem.sampling import sampler
     from restem.verifiers import batch
@@ -99,8 +100,9 @@ def answer(params: Params, folders: dict[str, Path], problems: list[dict]) -> tu
     samples: list[Sample] = []
     for name, folder in folders.items():
         engine = sampler.make_engine(params.grow.engine, folder, params.runtime.batch_size, params.runtime)
-        samples += sampler.sample(engine, problems, 1, SamplingParams(0.0, params.grow.max_new_tokens), params.grow.seed,
-                               0, PURPOSE, model_hash(folder), label=f"voters: {name} answers")
+        greedy = SamplingParams(0.0, params.grow.max_new_tokens, stop=tuple(params.grow.stop))
+        samples += sampler.sample(engine, problems, 1, greedy, params.grow.seed, 0, PURPOSE, model_hash(folder),
+                                  label=f"voters: {name} answers", prompt=params.prompt, root=root)
         del engine
     rows = [s.model_dump() for s in samples]
     views = {p["problem_id"]: batch.problem_view(p) for p in problems}
@@ -122,7 +124,7 @@ def run(params: Params, root: Path = Path(".")) -> dict:
     set_threads(params.runtime.threads)
     problems = read_rows(problems_dir(root) / "train.parquet", Problem)
     folders = build_voters(params, root)
-    samples, scores = answer(params, folders, problems)
+    samples, scores = answer(params, folders, problems, root)
     _write_tables(root, samples, scores)
     from restem.training.modeling import model_hash
 

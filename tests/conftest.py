@@ -45,6 +45,7 @@ TINY = {
             "test_count": 8,
         },
     },
+    "prompt": {"style": "plain", "template": None, "system": None, "fewshot": None},  # dvc.yaml tracks it
     "base": {
         "checkpoint": None,
         "model": {"hidden_size": 64, "intermediate_size": 128, "layers": 2, "heads": 2, "max_positions": 48},
@@ -52,7 +53,7 @@ TINY = {
                   "weight_decay": 0.0, "seed": 0},
     },
     "grow": {"engine": "transformers", "samples_per_problem": 4, "temperature": 1.0, "top_p": 1.0, "top_k": 0,
-             "max_new_tokens": 24, "seed": 0},
+             "max_new_tokens": 24, "seed": 0, "stop": []},  # voters and reward_model track grow.stop
     "score": {"verifier": "arithmetic", "extraction": "strict"},  # dvc.yaml tracks score.extraction
     "filter": {"mode": "correct", "max_per_problem": 2, "dedup": True, "require_valid_steps": False,
                # dvc.yaml's `voters` stage reads it, so a params file for `dvc repro` has it
@@ -61,7 +62,7 @@ TINY = {
                     "seed": 0, "hint_demos": 0.0},
     "improve": {"epochs": 1, "lr": 1e-3, "batch_size": 16, "warmup_ratio": 0.05, "schedule": "cosine",
                 "weight_decay": 0.0, "seed": 0},
-    "evaluate": {"samples": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 24, "seed": 0},
+    "evaluate": {"samples": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 24, "seed": 0, "stop": []},
     "loop": {"iterations": {"1": {"prev": 0, "init": 0}}, "steps": {}},
     "reward_model": {"checkpoint": None, "problems": 24, "samples_per_problem": 4, "temperature": 1.0,
                      "max_new_tokens": 24, "holdout": 0.25, "seed": 0,
@@ -126,3 +127,76 @@ def trained_root(tmp_path_factory):
     problems.run(params, root)
     base.run(params, root)
     return root, params
+
+
+# A ChatML chat template in the style of Qwen's: no system message given -> its default one.
+CHATML = (
+    "{% for m in messages %}{% if loop.first and m['role'] != 'system' %}<|im_start|>system\nYou are a helpful "
+    "assistant.<|im_end|>\n{% endif %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def fewshot_text(rng, questions: int) -> str:
+    """Base-model few-shot text: `Question: What is a plus b?\\nAnswer: c` blocks, a blank line after each."""
+    out = ""
+    for _ in range(questions):
+        a, b = rng.randrange(10), rng.randrange(10)
+        out += f"Question: What is {a} plus {b}?\nAnswer: {a + b}\n\n"
+    return out
+
+
+@pytest.fixture(scope="session")
+def chat_model(tmp_path_factory) -> Path:
+    """A small chat model folder, built in seconds: a byte-level BPE tokenizer trained with `tokenizers` (ChatML
+    special tokens, the chat template above), a tiny Qwen2ForCausalLM trained briefly on few-shot question/answer
+    text and ChatML turns (so a few-shot prompt makes it write a next "Question:", a chat turn ends in
+    <|im_end|>), and a generation_config listing both end-of-turn ids, as Qwen's does."""
+    import random
+
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    rng = random.Random(0)
+    chats = []
+    for _ in range(200):
+        a, b = rng.randrange(10), rng.randrange(10)
+        chats.append(f"<|im_start|>user\nWhat is {a} plus {b}?<|im_end|>\n<|im_start|>assistant\n{a + b}<|im_end|>\n")
+    texts = [fewshot_text(rng, 2) for _ in range(200)] + chats
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=300, special_tokens=specials,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                  additional_special_tokens=specials[1:], chat_template=CHATML,
+                                  clean_up_tokenization_spaces=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a loaded machine, two threads for a model this small were 20 times slower
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                         tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model = Qwen2ForCausalLM(config)
+    rows = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    model.train()
+    for step in range(200):  # about 10 s on one core; enough for the format, not for right sums
+        batch = [rows[i] for i in torch.randint(len(rows), (8,), generator=gen).tolist()]
+        width = max(len(r) for r in batch)
+        ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in batch])
+        labels = torch.tensor([r + [-100] * (width - len(r)) for r in batch])
+        loss = model(input_ids=ids, attention_mask=(labels != -100).long(), labels=labels).loss
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    torch.set_num_threads(threads)
+    model.eval()
+    model.generation_config = GenerationConfig(eos_token_id=[tok.eos_token_id, tok.pad_token_id],
+                                               pad_token_id=tok.pad_token_id)
+    folder = tmp_path_factory.mktemp("chat_model")
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

@@ -251,7 +251,7 @@ def test_evaluate_memo_key_holds_the_engine_dtype(tiny_params, monkeypatch, tmp_
     import torch
     if not torch.cuda.is_available():
         from restem import verifiers
-        code = [Path(m.__file__) for m in (evaluate.engines, evaluate.sampler, evaluate.modeling)]
+        code = [Path(m.__file__) for m in (evaluate.engines, evaluate.sampler, evaluate.modeling, evaluate.prompting)]
         code += [Path(evaluate.__file__)] + sorted(Path(verifiers.__file__).parent.glob("*.py"))
         p = cpu32
         assert key(p) == content_hash(evaluate.FORMAT, "model", "hash of test.parquet", p.evaluate.model_dump(),

@@ -24,10 +24,16 @@ def test_trained_base_generates_the_task_format_and_right_answers(trained_root):
     engine, _, _ = _engine(root)
     pairs = [(a, b) for a in range(10, 99, 9) for b in range(11, 99, 13)]
     out = engine.generate([Request(f"{a}+{b}=", 0) for a, b in pairs], SamplingParams(0.0, 24))
-    assert all(c.finish_reason == "stop" and FORMAT.match(c.text) for c in out), [c.text for c in out[:5]]
+    assert all(c.finish_reason == "eos" and FORMAT.match(c.text) for c in out), [c.text for c in out[:5]]
     right = sum(c.text.endswith(f";{a + b}") for c, (a, b) in zip(out, pairs))
     assert right >= 3, right  # chance is about zero
     assert out[0].prompt_tokens == 7 and out[0].completion_tokens == len(out[0].text) + 1  # + EOS
+    # the sampled ids: the text's characters, then the EOS they ended on
+    assert all(list(c.token_ids) == tok_ids(engine, c.text) + [engine.tokenizer.eos_token_id] for c in out)
+
+
+def tok_ids(engine, text):
+    return engine.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def test_greedy_matches_plain_generate(trained_root):

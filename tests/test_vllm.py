@@ -106,12 +106,12 @@ def test_vllm_grow_writes_valid_rows(vllm_runs):
     assert len(rows) == params.problems.arithmetic.train_count * params.grow.samples_per_problem
     assert greedy["engine"].startswith("vllm ") and {r["engine"] for r in rows} == {greedy["engine"]}
     for r in rows:
-        assert r["finish_reason"] in ("stop", "length")
+        assert r["finish_reason"] in ("eos", "length")
         assert r["prompt_tokens"] == len(r["prompt"]) + 1  # char tokenizer + BOS
         # completion_tokens counts the EOS when the model stopped, as the transformers engine does
-        assert r["completion_tokens"] == len(r["completion"]) + (r["finish_reason"] == "stop")
-        assert r["completion_tokens"] <= params.grow.max_new_tokens
-    assert sum(r["finish_reason"] == "stop" for r in rows) > len(rows) // 2  # the trained model ends its answers
+        assert r["completion_tokens"] == len(r["completion"]) + (r["finish_reason"] == "eos")
+        assert r["completion_tokens"] == len(r["completion_ids"]) <= params.grow.max_new_tokens
+    assert sum(r["finish_reason"] == "eos" for r in rows) > len(rows) // 2  # the trained model ends its answers
     by_problem: dict[str, set] = {}
     for r in rows:
         by_problem.setdefault(r["problem_id"], set()).add(r["completion"])
@@ -206,8 +206,68 @@ def test_vllm_lora_greedy_equals_the_merged_model(trained_root, tmp_path):
     assert [c.text for c in plain] != got["adapter"]  # the adapter is really applied
 
 
-if __name__ == "__main__":  # a child process (vLLM needs the guard: it may spawn workers)
-    if sys.argv[1] == "lora":
+
+def _stop_child(folder: Path, root: Path, out: Path) -> None:
+    """In a child process: the chat model in vLLM on a plain few-shot prompt, 24 samples with and without the stop
+    string "Question:", and greedy completions of the few-shot and the chat-templated prompt."""
+    from restem.sampling import sampler
+    from restem.sampling.vllm_engine import VLLMEngine
+    from restem.sampling.engines import SamplingParams
+    from restem.schemas.params import PromptParams
+
+    engine = VLLMEngine(folder)
+    problems = [{"problem_id": "p", "prompt": "What is 2 plus 5?"}]
+    fewshot = PromptParams(template="Question: {prompt}\nAnswer:", fewshot="inputs/prompt/shots.jsonl")
+    rows = {}
+    for name, k, sampling, spec in [
+        ("free", 24, SamplingParams(1.0, 40), fewshot),
+        ("stopped", 24, SamplingParams(1.0, 40, stop=("Question:",)), fewshot),
+        ("greedy_plain", 1, SamplingParams(0.0, 40), fewshot),
+        ("greedy_chat", 1, SamplingParams(0.0, 40), PromptParams(style="chat")),
+    ]:
+        rows[name] = [[s.completion, s.finish_reason, s.completion_ids] for s in
+                      sampler.sample(engine, problems, k, sampling, 0, 1, "grow", "policy", prompt=spec, root=root)]
+    out.write_text(json.dumps(rows))
+
+
+@_mark
+def test_vllm_fewshot_prompt_stops_at_the_stop_string(chat_model, tmp_path):
+    """vLLM honours stop strings and the end-of-turn ids with the same bookkeeping as the transformers engine:
+    samples that wrote a next "Question:" end before it, and greedy ids equal the transformers engine's."""
+    from restem.sampling import sampler
+    from restem.sampling.engines import SamplingParams, TransformersEngine
+    from restem.schemas.params import PromptParams
+    from restem.training.modeling import load_policy
+
+    (tmp_path / "inputs" / "prompt").mkdir(parents=True)
+    (tmp_path / "inputs" / "prompt" / "shots.jsonl").write_text(
+        json.dumps({"prompt": "What is 3 plus 4?", "completion": " 7"}) + "\n")
+    out = tmp_path / "stop.json"
+    env = {**os.environ, "PYTHONPATH": pythonpath(), "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run([sys.executable, __file__, "stop", str(chat_model), str(tmp_path), str(out)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = json.loads(out.read_text())
+    wrote = [i for i, (text, _, _) in enumerate(rows["free"]) if "Question:" in text]
+    assert wrote, rows["free"]
+    for i, ((a, _, a_ids), (b, reason, b_ids)) in enumerate(zip(rows["free"], rows["stopped"])):
+        assert "Question:" not in b
+        if i in wrote:
+            assert reason == "stop" and b == a[: a.index("Question:")] and b_ids == a_ids[: len(b_ids)]
+    model, tok = load_policy(chat_model)
+    engine = TransformersEngine(model, tok)
+    problems = [{"problem_id": "p", "prompt": "What is 2 plus 5?"}]
+    fewshot = PromptParams(template="Question: {prompt}\nAnswer:", fewshot="inputs/prompt/shots.jsonl")
+    for name, spec in [("greedy_plain", fewshot), ("greedy_chat", PromptParams(style="chat"))]:
+        ours = sampler.sample(engine, problems, 1, SamplingParams(0.0, 40), 0, 1, "grow", "policy", prompt=spec,
+                              root=tmp_path)
+        assert [[s.completion, s.finish_reason, s.completion_ids] for s in ours] == rows[name]
+
+
+if __name__ == "__main__":  # a child process of `vllm_runs` (vLLM needs the guard: it may spawn workers)
+    if sys.argv[1] == "stop":
+        _stop_child(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
+    elif sys.argv[1] == "lora":
         _lora_child(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
     else:
         _child(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]))

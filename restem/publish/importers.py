@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import typer
 
 from restem.cli.errors import user_errors
+from restem.prompting import apply_template
 from restem.schemas.errors import RestemError
 from restem.schemas.hashing import canonical_json, content_hash
 from restem.schemas.io import read_records, write_rows
@@ -139,19 +140,6 @@ def guess_format(record: dict) -> Optional[str]:
     return next((name for name, marks in _MARKS if marks <= set(record)), None)
 
 
-def apply_template(template: Optional[str], prompt: str) -> str:
-    """`template` with `{prompt}` filled in, or the prompt itself when there is no template."""
-    if not template:
-        return prompt
-    if "{prompt}" not in template:
-        raise RestemError(f"prompt template {template!r} has no `{{prompt}}` field; add one where the problem goes")
-    try:
-        return template.format(prompt=prompt)
-    except (KeyError, IndexError, ValueError) as exc:
-        raise RestemError(f"prompt template {template!r} is not a valid format string ({exc}); "
-                          "write literal braces as {{ and }}") from None
-
-
 def problem_rows(path: Path, fmt: str, split: str, subset: str, mapping: Optional[dict[str, str]] = None,
                  template: Optional[str] = None) -> tuple[list[Problem], int]:
     """(Problem rows, duplicates dropped) for one file in format `fmt` (gsm8k, math, humaneval, apps)."""
@@ -159,12 +147,12 @@ def problem_rows(path: Path, fmt: str, split: str, subset: str, mapping: Optiona
         raise RestemError(f"unknown problem format {fmt!r}; choose one of {list(FORMATS)}")
     if split not in ("demo", "train", "test"):
         raise RestemError(f"--split {split!r}: choose demo, train or test")
-    apply_template(template, "")  # a broken template fails before any row is read
+    apply_template(template, "", "--template")  # a broken template fails before any row is read
     path = Path(path)
     rows, seen, duplicates = [], set(), 0
     for pos, record in read_records(path):
         fields = CONVERTERS[fmt](_Row(path, pos, record, mapping or {}))
-        prompt = apply_template(template, fields["prompt"])
+        prompt = apply_template(template, fields["prompt"], "--template")
         problem_id = Problem.make_id(prompt, fields["reference"])
         if problem_id in seen:  # the same problem twice would double its weight in every iteration
             duplicates += 1
@@ -244,12 +232,12 @@ def sample_rows(path: Path, keys: Optional[Sequence[str]] = None, mapping: Optio
     """
     if purpose not in ("grow", "eval"):
         raise RestemError(f"--purpose {purpose!r}: choose grow or eval")
-    apply_template(template, "")
+    apply_template(template, "", "--template")
     path = Path(path)
     rows = []
     for pos, record in read_records(path):
         row = _Row(path, pos, record, mapping or {})
-        prompt = apply_template(template, str(row.get("question")))
+        prompt = apply_template(template, str(row.get("question")), "--template")
         reference = _number_text(reference_answer(str(row.get("ground_truth"))))
         problem_id = Problem.make_id(prompt, reference)
         for key in keys or _completion_keys(record):
@@ -262,7 +250,7 @@ def sample_rows(path: Path, keys: Optional[Sequence[str]] = None, mapping: Optio
             rows.append(Sample(
                 sample_id=content_hash("sample", problem_id, policy, engine, 0, 0), problem_id=problem_id,
                 iteration=0, purpose=purpose, policy=policy, engine=engine, sample_index=0, seed=0,
-                temperature=temperature, prompt=prompt, completion=completion, finish_reason="stop",
+                temperature=temperature, prompt=prompt, completion=completion, finish_reason="eos",
                 prompt_tokens=0, completion_tokens=0))
     return rows
 
@@ -348,7 +336,7 @@ def import_problems_command(
     split: str = typer.Option("train", "--split", help="demo, train or test"),
     subset: str = typer.Option("default", "--subset", help="name of the set within the split"),
     field: list[str] = typer.Option([], "--field", help="our_name=your_name, for files with other field names"),
-    template: Optional[str] = typer.Option(None, "--template", help="prompt template with {prompt}, e.g. for chat models"),
+    template: Optional[str] = typer.Option(None, "--template", help="a Python format string with {prompt}, baked into every stored prompt; for a chat model leave it out and set prompt.style: chat in params.yaml (the tokenizer's chat template is applied when sampling)"),
 ) -> None:
     """Import a problem file as a Problem table."""
     output = output or INPUTS / "problems" / f"{split}.parquet"

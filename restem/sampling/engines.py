@@ -18,7 +18,9 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Protocol, Sequence
+
+from restem.schemas.errors import RestemError
 
 if TYPE_CHECKING:
     import torch
@@ -30,41 +32,96 @@ class SamplingParams:
     max_new_tokens: int
     top_p: float = 1.0
     top_k: int = 0
+    stop: tuple[str, ...] = ()  # stop strings
 
     def as_dict(self) -> dict:
-        return {"temperature": self.temperature, "max_new_tokens": self.max_new_tokens, "top_p": self.top_p, "top_k": self.top_k}
+        d = {"temperature": self.temperature, "max_new_tokens": self.max_new_tokens, "top_p": self.top_p, "top_k": self.top_k}
+        if self.stop:  # only when set, so the sample ids of runs without stop strings stay as they were
+            d["stop"] = list(self.stop)
+        return d
 
 
 @dataclass(frozen=True)
 class Request:
-    prompt: str
+    prompt: str  # the rendered prompt (restem/prompting.py: render)
     seed: int
+    ids: Optional[tuple[int, ...]] = None  # its token ids (prompting.prompt_ids); None: tokenizer(prompt)
+    key: str = ""  # what error messages call it (the problem id)
 
 
 @dataclass(frozen=True)
 class Completion:
     text: str
-    finish_reason: str  # stop | length
+    finish_reason: str  # eos | stop | length
     prompt_tokens: int
     completion_tokens: int
+    token_ids: tuple[int, ...] = ()  # the sampled ids, cut where the completion ends
 
 
-def completion(tok, ids: Sequence[int], prompt_tokens: int) -> Completion:
-    """A completion from the token ids an engine generated after the prompt: cut at the first EOS (`stop`,
-    the EOS counted as a completion token; `length` without one), pad tokens dropped, decoded. Both engines
-    keep this bookkeeping here, so their rows agree."""
-    ids = list(ids)
-    if tok.eos_token_id in ids:
-        ids, reason = ids[: ids.index(tok.eos_token_id)], "stop"
+def check_context(n_prompt: int, max_new_tokens: int, max_len: Optional[int], key: str = "") -> None:
+    """The rule both engines apply before generating: a prompt's tokens plus max_new_tokens must fit the model's
+    positions (max_position_embeddings; vLLM's max_model_len)."""
+    if max_len and n_prompt + max_new_tokens > max_len:
+        which = f"problem {key}: its" if key else "a"
+        raise RestemError(
+            f"{which} prompt of {n_prompt} tokens plus max_new_tokens={max_new_tokens} exceeds the model's {max_len} "
+            "positions; lower grow/evaluate max_new_tokens (or reward_model.max_new_tokens), shorten the prompt "
+            "(prompt.template, prompt.fewshot, prompt.system) or drop the problem, or raise base.model.max_positions")
+
+
+def _decode(tok, ids: Sequence[int]) -> str:
+    return tok.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def stop_string_end(tok, ids: Sequence[int], stop: Sequence[str]) -> Optional[tuple[int, int]]:
+    """(n, at): the fewest leading ids whose text holds a stop string, and where the first stop string starts in
+    that text; None when no stop string is in the text of `ids`. A binary search: a prefix's text holding one
+    means every longer prefix's does too."""
+    if not stop or not any(s in _decode(tok, ids) for s in stop):
+        return None
+    low, high = 1, len(ids)
+    while low < high:
+        mid = (low + high) // 2
+        if any(s in _decode(tok, ids[:mid]) for s in stop):
+            high = mid
+        else:
+            low = mid + 1
+    text = _decode(tok, ids[:low])
+    return low, min(text.index(s) for s in stop if s in text)
+
+
+def completion(tok, ids: Sequence[int], prompt_tokens: int, end_ids: Sequence[int] = (),
+               stop: Sequence[str] = ()) -> Completion:
+    """A completion from the token ids an engine generated after the prompt. Both engines keep this bookkeeping
+    here, so their rows agree.
+
+    - `eos`: cut after the first end-of-turn id (`end_ids`, default the tokenizer's EOS); the id stays in
+      `token_ids` (training on it teaches the model to end its turn), the text leaves it out.
+    - `stop`: the text, before that end, holds a stop string: the text is cut before it (a verifier must not
+      read a next "Question:"), while `token_ids` keep everything up to and including the token that completed
+      it. Those are the tokens the policy produced; training on them teaches it to write the marker it is
+      stopped at, as an end-of-turn token would (a token can also carry text on both sides of the cut).
+    - `length`: max_new_tokens reached; every id kept.
+    Special tokens the model wrote before the end stay in the text. Anything after the end (an engine's
+    padding) is dropped."""
+    ids = [int(i) for i in ids]
+    ends = set(end_ids) or {tok.eos_token_id}
+    cut = next((n for n, i in enumerate(ids) if i in ends), None)
+    body = ids if cut is None else ids[:cut]
+    hit = stop_string_end(tok, body, stop)
+    if hit is not None:
+        n, at = hit
+        kept, text, reason = ids[:n], _decode(tok, ids[:n])[:at], "stop"
+    elif cut is not None:
+        kept, text, reason = ids[: cut + 1], _decode(tok, body), "eos"
     else:
-        reason = "length"
-    ids = [i for i in ids if i != tok.pad_token_id]
-    return Completion(tok.decode(ids, skip_special_tokens=True), reason, int(prompt_tokens),
-                      len(ids) + (reason == "stop"))
+        kept, text, reason = ids, _decode(tok, ids), "length"
+    return Completion(text, reason, int(prompt_tokens), len(kept), tuple(kept))
 
 
 class Engine(Protocol):
     name: str  # engine and version, recorded in every sample row
+    tokenizer: Any  # the policy's tokenizer: prompts are rendered and tokenised with it (restem/prompting.py)
 
     def generate(self, requests: Sequence[Request], sampling: SamplingParams, progress: str = "") -> list[Completion]: ...
 
@@ -170,44 +227,74 @@ class _GumbelSampler:
         return scores - torch.log(-torch.log(uniform))
 
 
+class _StopStrings:
+    """Stopping criterion: a row is done once the text of its newest tokens holds a stop string. Only a window of
+    the last tokens is decoded each step (a stop string of c characters spans at most 4c byte-level tokens, plus
+    one that completes it); `completion` later finds exactly where it ended."""
+
+    def __init__(self, tok, stop: Sequence[str], prompt_width: int):
+        self.tok, self.stop, self.start = tok, list(stop), prompt_width
+        self.window = 4 * max(len(s) for s in stop) + 2
+
+    def __call__(self, input_ids: "torch.Tensor", scores: "torch.Tensor", **kwargs) -> "torch.Tensor":
+        import torch
+
+        new = input_ids[:, self.start :]
+        tail = new[:, -self.window :].tolist()
+        done = [any(s in _decode(self.tok, row) for s in self.stop) for row in tail]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
 class TransformersEngine:
     """Batched Hugging Face `generate` over a loaded policy."""
 
     def __init__(self, model, tokenizer, batch_size: int = 256, noise: str = "auto"):
         import transformers
 
+        from restem.prompting import end_of_turn_ids
+
         self.model, self.tokenizer, self.batch_size, self.noise = model, tokenizer, batch_size, noise
+        self.end_ids = end_of_turn_ids(tokenizer, model)
+        self.max_len = getattr(model.config, "max_position_embeddings", None)
         self.name = f"transformers {transformers.__version__}"
 
     def _batch(self, requests: Sequence[Request], sampling: SamplingParams) -> list[Completion]:
         import torch
-        from transformers import GenerationConfig, LogitsProcessorList
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         tok = self.tokenizer
-        enc = tok([r.prompt for r in requests], return_tensors="pt", padding=True).to(self.model.device)
+        encoded = [list(r.ids) if r.ids is not None else tok(r.prompt)["input_ids"] for r in requests]
+        width = max(len(ids) for ids in encoded)
+        # Left padding, as the tokenizer pads a batch: the same tensors as tok(prompts, padding=True).
+        input_ids = torch.tensor([[tok.pad_token_id] * (width - len(ids)) + ids for ids in encoded])
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded])
         config = GenerationConfig(
             do_sample=False,
             max_new_tokens=sampling.max_new_tokens,
             pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id,
+            eos_token_id=self.end_ids,
             bos_token_id=tok.bos_token_id,
             use_cache=True,
         )
         processors = LogitsProcessorList()
         if sampling.temperature > 0:
             processors.append(_GumbelSampler([r.seed for r in requests], sampling, self.noise))
+        criteria = StoppingCriteriaList([_StopStrings(tok, sampling.stop, width)] if sampling.stop else [])
         with torch.inference_mode():
             out = self.model.generate(
-                **enc, generation_config=config, logits_processor=processors
+                input_ids=input_ids.to(self.model.device), attention_mask=mask.to(self.model.device),
+                generation_config=config, logits_processor=processors, stopping_criteria=criteria,
             )
-        new = out[:, enc["input_ids"].shape[1] :].tolist()
-        prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
-        return [completion(tok, ids, plen) for ids, plen in zip(new, prompt_lens)]
+        new = out[:, width:].tolist()
+        return [completion(tok, ids, len(p), self.end_ids, sampling.stop) for ids, p in zip(new, encoded)]
 
     def generate(self, requests: Sequence[Request], sampling: SamplingParams, progress: str = "") -> list[Completion]:
         """Completions in request order. Requests are batched by prompt length to limit padding."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        for r in requests:
+            check_context(len(r.ids) if r.ids is not None else len(self.tokenizer(r.prompt)["input_ids"]),
+                          sampling.max_new_tokens, self.max_len, r.key)
         order = sorted(range(len(requests)), key=lambda i: (len(requests[i].prompt), i))
         results: list[Completion | None] = [None] * len(requests)
         with Progress(

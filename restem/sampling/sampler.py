@@ -1,6 +1,8 @@
 """Sampling rows from a policy: the engine a params file names, and K samples per problem as `Sample` rows.
 
-Each (problem, sample index) gets its own seed derived from (seed, iteration, problem_id, index), so a
+Prompts are rendered once per problem by restem/prompting.py (params `prompt`), and the engine is given their
+token ids; each row stores the rendered prompt and the sampled completion ids, so Improve trains on exactly
+what was sampled. Each (problem, sample index) gets its own seed derived from (seed, iteration, problem_id, index), so a
 sample does not depend on batch order and reruns are byte-identical. Grow, Evaluate, the voters and the
 reward model's training data all sample through here.
 """
@@ -12,7 +14,7 @@ from typing import Sequence
 
 from restem.sampling.engines import Engine, Request, SamplingParams, TransformersEngine, device_and_dtype
 from restem.schemas.hashing import content_hash, derive_seed
-from restem.schemas.params import RuntimeParams
+from restem.schemas.params import PromptParams, RuntimeParams
 from restem.schemas.tables import Sample
 from restem.training.modeling import load_policy
 
@@ -45,21 +47,31 @@ def numerics(engine: str, runtime: RuntimeParams) -> dict:
 
 
 def sample(engine: Engine, problems: Sequence[dict], k: int, sampling: SamplingParams, seed: int, iteration: int,
-           purpose: str, policy: str, label: str = "") -> list[Sample]:
-    """k samples per problem as Sample rows (greedy when sampling.temperature is 0)."""
+           purpose: str, policy: str, label: str = "", prompt: PromptParams | None = None,
+           root: Path = Path(".")) -> list[Sample]:
+    """k samples per problem as Sample rows (greedy when sampling.temperature is 0), each problem's prompt
+    rendered with `prompt` (params `prompt`; None: the defaults, the question as is)."""
+    from restem.prompting import prompt_ids, render
+
+    spec = prompt or PromptParams()
     keys, requests = [], []
     for p in problems:
+        text = render(engine.tokenizer, spec, p["prompt"], root)
+        ids = tuple(prompt_ids(engine.tokenizer, spec, text))
         for index in range(k):
             s = derive_seed(seed, iteration, p["problem_id"], index)
-            keys.append((p, index, s))
-            requests.append(Request(p["prompt"], s))
+            keys.append((p, text, index, s))
+            requests.append(Request(text, s, ids, p["problem_id"]))
     completions = engine.generate(requests, sampling, progress=label)
     rows = []
-    for (p, index, s), c in zip(keys, completions):
+    for (p, text, index, s), c in zip(keys, completions):
+        # The rendered prompt joins the id only where it is not the question itself, so ids stay as they were.
+        rendered = [] if text == p["prompt"] else [text]
         rows.append(Sample(
-            sample_id=content_hash("sample", p["problem_id"], policy, sampling.as_dict(), index, s),
+            sample_id=content_hash("sample", p["problem_id"], policy, sampling.as_dict(), index, s, *rendered),
             problem_id=p["problem_id"], iteration=iteration, purpose=purpose, policy=policy, engine=engine.name,
-            sample_index=index, seed=s, temperature=sampling.temperature, prompt=p["prompt"], completion=c.text,
+            sample_index=index, seed=s, temperature=sampling.temperature, prompt=text, completion=c.text,
             finish_reason=c.finish_reason, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
+            completion_ids=list(c.token_ids),
         ))
     return rows

@@ -10,8 +10,10 @@ How it stays equal to the transformers engine:
   of a prompt is a request of its own. vLLM's `n=K` would be one request, but it seeds its children
   with seed, seed+1, ... and our rows record independent derived seeds per sample; prefix caching
   makes the K requests of a prompt share the prompt's KV cache anyway.
-- Generation stops on the tokenizer's EOS; `completion_tokens` counts that EOS, `finish_reason` is
-  `stop` or `length`, as in the transformers engine. Temperature 0 is greedy.
+- Generation stops on the end-of-turn ids of restem/prompting.py (`end_of_turn_ids`: the tokenizer's EOS and
+  the model's generation_config list) and on stop strings (vLLM then detokenizes); `engines.completion`
+  turns the ids into the row (finish_reason `eos | stop | length`, the sampled ids kept), as in the
+  transformers engine. Temperature 0 is greedy.
 - vLLM's engine core runs in its own process (its default), which starts stepping while requests are
   still arriving, so batches differ from run to run. A sample still depends only on its prompt and seed:
   each request has its own generator, and on CPU in float32 a sequence's logits do not depend on its
@@ -35,7 +37,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from restem.schemas.errors import RestemError
-from restem.sampling.engines import Completion, Request, SamplingParams, completion
+from restem.sampling.engines import Completion, Request, SamplingParams, check_context, completion
 from restem.training.modeling import resolve_model
 
 GIB = 1 << 30
@@ -70,6 +72,15 @@ class VLLMEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(adapter or path, local_files_only=True)
         if self.tokenizer.eos_token_id is None:
             raise RestemError(f"{path}: the tokenizer has no EOS token; the vllm engine stops on it")
+        from transformers import GenerationConfig
+
+        from restem.prompting import end_of_turn_ids
+
+        try:
+            generation = GenerationConfig.from_pretrained(path, local_files_only=True)
+        except OSError:  # no generation_config.json
+            generation = None
+        self.end_ids = end_of_turn_ids(self.tokenizer, generation)
         on_cpu = current_platform.is_cpu()
         if kv_cache_gb is None and on_cpu:
             kv_cache_gb = 1.0
@@ -96,8 +107,10 @@ class VLLMEngine:
     def _params(self, request: Request, sampling: SamplingParams):
         from vllm import SamplingParams as VParams
 
-        common = dict(max_tokens=sampling.max_new_tokens, stop_token_ids=[self.tokenizer.eos_token_id],
-                      detokenize=False, skip_special_tokens=False)
+        # Stop strings need vLLM's detokenizer; without them it is off (we decode the ids ourselves).
+        common = dict(max_tokens=sampling.max_new_tokens, stop_token_ids=list(self.end_ids),
+                      stop=list(sampling.stop) or None, detokenize=bool(sampling.stop), skip_special_tokens=False,
+                      spaces_between_special_tokens=False)
         if sampling.temperature == 0:
             return VParams(temperature=0.0, **common)
         return VParams(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
@@ -110,19 +123,17 @@ class VLLMEngine:
         if not requests:
             return []
         tok = self.tokenizer
-        encoded = tok([r.prompt for r in requests])["input_ids"]
-        longest = max(len(ids) for ids in encoded)
-        if longest + sampling.max_new_tokens > self.max_len:
-            raise RestemError(
-                f"a prompt of {longest} tokens plus max_new_tokens={sampling.max_new_tokens} exceeds the model's "
-                f"{self.max_len} positions; lower grow/evaluate max_new_tokens or raise base.model.max_positions")
+        encoded = [list(r.ids) if r.ids is not None else tok(r.prompt)["input_ids"] for r in requests]
+        for r, ids in zip(requests, encoded):
+            check_context(len(ids), sampling.max_new_tokens, self.max_len, r.key)
         prompts = [TokensPrompt(prompt_token_ids=ids) for ids in encoded]
         params = [self._params(r, sampling) for r in requests]
         if progress:
             print(progress, flush=True)
         outputs = self.llm.generate(prompts, params, use_tqdm=bool(progress), lora_request=self.lora)
         # the same bookkeeping as the transformers engine (engines.completion)
-        return [completion(tok, out.outputs[0].token_ids, len(ids)) for ids, out in zip(encoded, outputs)]
+        return [completion(tok, out.outputs[0].token_ids, len(ids), self.end_ids, sampling.stop)
+                for ids, out in zip(encoded, outputs)]
 
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts

@@ -4,10 +4,11 @@ trained on) and the demonstrations as training rows (what the base model trained
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from restem.schemas.hashing import content_hash
 from restem.schemas.io import read_rows
-from restem.schemas.params import Params
+from restem.schemas.params import Params, PromptParams, RationalizeParams
 from restem.schemas.tables import Kept, Problem
 from restem.workspace import iter_dir, problems_dir
 
@@ -27,20 +28,26 @@ def training_rows(params: Params, iteration: int | str, root: Path) -> list[dict
     return sorted(rows.values(), key=lambda r: (r["problem_id"], r["sample_id"]))
 
 
-def demonstration_rows(root: Path, params: Params | None = None) -> list[Kept]:
-    """The demonstrations as training rows (what the base model trained on); with `params`, also the hinted
-    ones the tiny base trains on (rationalize.hint_demos)."""
+def demonstration_rows(root: Path, tokenizer=None, spec: Optional[PromptParams] = None,
+                       rationalize: Optional[RationalizeParams] = None) -> list[Kept]:
+    """The demonstrations as training rows (what the base model trained on), each prompt rendered as the policy
+    sees it (restem/prompting.py; `spec` is params `prompt`, None: the defaults, the question as is; a chat
+    spec needs the policy's `tokenizer`). They have no sampled ids: training tokenises their text. With
+    `rationalize` (params section; the tiny base), also its share of hinted demonstrations (hint_demos)."""
+    from restem.prompting import render
+
+    spec = spec or PromptParams()
     demos = read_rows(problems_dir(root) / "demos.parquet", Problem)
     rows = [Kept(sample_id=content_hash("demonstration", d["problem_id"]), problem_id=d["problem_id"], iteration=0,
-                 prompt=d["prompt"], completion=d["solution"], reward=1.0, rule=DEMONSTRATION,
-                 finish_reason="eos")
+                 prompt=render(tokenizer, spec, d["prompt"], root), completion=d["solution"], reward=1.0,
+                 rule=DEMONSTRATION, finish_reason="eos")
             for d in demos if d["solution"] is not None]
-    if params is not None and params.rationalize.hint_demos:
+    if rationalize is not None and rationalize.hint_demos:
         from restem.rationalize import hinted_demonstrations
 
-        r = params.rationalize
+        r = rationalize
         rows += [Kept(sample_id=content_hash("hinted demonstration", d["problem_id"]), problem_id=d["problem_id"],
-                      iteration=0, prompt=d["prompt"], completion=d["solution"], reward=1.0, rule=DEMONSTRATION,
-                      finish_reason="eos")
+                      iteration=0, prompt=render(tokenizer, spec, d["prompt"], root), completion=d["solution"],
+                      reward=1.0, rule=DEMONSTRATION, finish_reason="eos")
                  for d in hinted_demonstrations(demos, r.hint, r.hint_demos)]
     return rows

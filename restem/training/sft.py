@@ -30,17 +30,23 @@ from restem.schemas.errors import RestemError
 if TYPE_CHECKING:
     import torch
 
-    from restem.schemas.params import TrainParams
+    from restem.schemas.params import PromptParams, TrainParams
 
 
-def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_len: int) -> list[tuple[list[int], int]]:
-    """Token ids of prompt + completion + EOS, and the prompt length (tokens not trained on)."""
-    prompts = tokenizer([p for p, _ in pairs]).input_ids
-    completions = tokenizer([c for _, c in pairs], add_special_tokens=False).input_ids
+def encode_pairs(tokenizer, pairs: Sequence[tuple], max_len: int,
+                 spec: "PromptParams | None" = None) -> list[tuple[list[int], int]]:
+    """(ids, n_prompt) of each (rendered prompt, completion[, completion_ids]) row, cut to `max_len`: the prompt's
+    ids and the sampled completion ids exactly, or (no ids) the completion's tokens + EOS
+    (restem/prompting.py: training_ids; `spec` is params `prompt`, None: the plain default)."""
+    from restem.prompting import training_ids
+    from restem.schemas.params import PromptParams
+
+    spec = spec or PromptParams()
     out = []
-    for p_ids, c_ids in zip(prompts, completions):
-        ids = (list(p_ids) + list(c_ids) + [tokenizer.eos_token_id])[:max_len]
-        out.append((ids, min(len(p_ids), len(ids))))
+    for row in pairs:
+        ids, n_prompt = training_ids(tokenizer, spec, row[0], row[2] if len(row) > 2 else None, row[1])
+        ids = ids[:max_len]
+        out.append((ids, min(n_prompt, len(ids))))
     return out
 
 
@@ -358,11 +364,12 @@ def train_loop(model, rows: Sequence, params: "TrainParams", objective, replay_r
     return log
 
 
-def train_sft(model, tokenizer, pairs: Sequence[tuple[str, str]], params: "TrainParams", max_len: int,
+def train_sft(model, tokenizer, pairs: Sequence[tuple], params: "TrainParams", max_len: int,
               log_every: int = 10, weights: Sequence[float] | None = None,
-              replay: Sequence[tuple[str, str]] = (), precision: str = "auto",
+              replay: Sequence[tuple] = (), precision: str = "auto", spec: "PromptParams | None" = None,
               gradient_checkpointing: bool = False, full_state: dict | None = None) -> list[dict]:
-    """Fine-tune `model` in place on (prompt, completion) pairs with `train_loop`; returns the loss log by step.
+    """Fine-tune `model` in place on (rendered prompt, completion[, completion_ids]) rows with `train_loop`; returns
+    the loss log by step. Rows are encoded by `encode_pairs` (the sampled ids exactly where a row has them).
 
     `weights` (one per pair) turns on the reward-weighted loss. With `params.replay` > 0, that share of
     every global batch is drawn from `replay` (the demonstrations). Each logged loss is the mean token loss.
@@ -376,8 +383,8 @@ def train_sft(model, tokenizer, pairs: Sequence[tuple[str, str]], params: "Train
                           "(data/problems/demos.parquet is empty); set improve.replay: 0")
     weighted = weights is not None
     rows = [(ids, n_prompt, weights[i] if weighted else None)
-            for i, (ids, n_prompt) in enumerate(encode_pairs(tokenizer, pairs, max_len))]
+            for i, (ids, n_prompt) in enumerate(encode_pairs(tokenizer, pairs, max_len, spec))]
     replayed = [(ids, n_prompt, 1.0 if weighted else None)
-                for ids, n_prompt in (encode_pairs(tokenizer, replay, max_len) if params.replay else [])]
+                for ids, n_prompt in (encode_pairs(tokenizer, replay, max_len, spec) if params.replay else [])]
     return train_loop(model, rows, params, CompletionLoss(tokenizer.pad_token_id), replayed, log_every, precision,
                       gradient_checkpointing=gradient_checkpointing, full_state=full_state)

@@ -11,7 +11,7 @@ from restem.schemas.hashing import content_hash
 from restem.schemas.io import read_rows
 from restem.schemas.params import Params
 from restem.schemas.tables import ModelMeta, Problem
-from restem.rationalize import hinted_demonstrations
+from restem.training.data import demonstration_rows
 from restem.training.modeling import build_char_tokenizer, build_model, save_policy
 from restem.workspace import log, problems_dir
 
@@ -29,11 +29,10 @@ def train_tiny(params: Params, root: Path, out: Path, seed: int, iteration: int 
     demos = read_rows(problems_dir(root) / "demos.parquet", Problem)
     if not demos:
         raise RestemError(f"{problems_dir(root) / 'demos.parquet'}: no demonstrations to train the {label} model on")
-    pairs = [(d["prompt"], d["solution"]) for d in demos]
-    if hinted:
-        r = params.rationalize
-        pairs += [(h["prompt"], h["solution"]) for h in hinted_demonstrations(demos, r.hint, r.hint_demos)]
     tokenizer = build_char_tokenizer()
+    # Prompts as the model will be given them when sampled (params `prompt`), demonstrations without solutions left out.
+    rows = demonstration_rows(root, tokenizer, params.prompt, params.rationalize if hinted else None)
+    pairs = [(r.prompt, r.completion) for r in rows]
     unknown = sorted({ch for p, s in pairs for ch in p + s if tokenizer.convert_tokens_to_ids(ch) == tokenizer.unk_token_id})
     if unknown:
         raise RestemError(f"demonstrations use characters the built-in tokenizer lacks: {unknown}; "
@@ -45,7 +44,7 @@ def train_tiny(params: Params, root: Path, out: Path, seed: int, iteration: int 
     n_params = sum(p.numel() for p in model.parameters())
     log(f"{label}: training a {n_params / 1e6:.2f}M-parameter Llama on {len(pairs)} demonstrations (seed {seed})")
     train_log = train_sft(model, tokenizer, pairs, recipe.train, recipe.model.max_positions,
-                          precision=params.runtime.precision)
+                          precision=params.runtime.precision, spec=params.prompt)
     log(f"{label}: loss {train_log[0]['loss']:.3f} -> {train_log[-1]['loss']:.3f}")
     return save_policy(model, tokenizer, out, {
         "iteration": iteration,
