@@ -180,7 +180,7 @@ def _loop_until_improve(root: Path, spec: dict, monkeypatch) -> tuple[list, dict
 
     raw = copy.deepcopy(TINY)
     raw["prompt"].update(spec)
-    raw["filter"].update({"max_per_problem": 4, "dedup": "none"})
+    raw["filter"].update({"max_per_problem": 4, "dedup": "none", "keep_truncated": True})  # every sample kept
     params = Params.model_validate(raw)
     sent: dict[str, tuple] = {}
     make = grow.make_engine
