@@ -452,6 +452,11 @@ class Params(Section):
         if self.filter.mode == "agreement" and self.filter.voters.seeds and self.base.checkpoint:
             raise ValueError("filter.voters.seeds trains tiny models like `base`, which needs base.checkpoint: null; "
                              "with your own base checkpoint list the voters in filter.voters.checkpoints")
+        if self.rationalize.enabled and self.prompt != PromptParams():
+            # The filter gives a kept rationale its problem's unhinted prompt, and it renders no prompt (it loads no
+            # tokenizer): only the default prompt spec, where the rendered prompt is the question itself, is safe.
+            raise ValueError("rationalize.enabled works with the default `prompt` section only (style plain, no "
+                             "template, system or fewshot) for now; set rationalize.enabled: false")
         if self.rationalize.enabled and self.filter.mode in ("majority", "agreement"):
             raise ValueError(f"rationalize.enabled needs the reference answers (they are the hints), but filter.mode "
                              f"{self.filter.mode!r} is label-free; use mode correct, threshold, top_fraction or "
