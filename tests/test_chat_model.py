@@ -169,3 +169,24 @@ def test_bpe_params_are_checked():
         BaseParams.model_validate(nope)
     with pytest.raises(ValueError, match="below the 256 byte symbols"):
         build_bpe_tokenizer(["abc"], 100)
+
+
+def test_gsm8k_preset(bpe):
+    """The gsm8k preset validates and builds its chat model from the demonstrations alone; its token budgets fit
+    GSM8K with a tokenizer of its size: max_new_tokens holds 95% of solutions, the context holds the longest
+    question in chat markup plus max_new_tokens."""
+    from restem.schemas.presets import load_preset
+
+    params = load_preset("gsm8k")
+    assert params.problems.source == "files" and params.problems.files.demos and params.base.checkpoint is None
+    assert (params.base.tokenizer, params.base.model.architecture) == ("bpe", "qwen2")
+    assert params.score.verifier == "gsm8k" and params.filter.mode == "correct"
+    tok = build_bpe_tokenizer(_texts(gsm8k_train_rows()), params.base.vocab_size)
+    test_rows = [json.loads(line) for line in real_data("gsm8k/test.jsonl").read_text().splitlines()]
+    solutions = sorted(len(tok(r["answer"]).input_ids) + 1 for r in gsm8k_train_rows() + test_rows)
+    for budget in (params.grow.max_new_tokens, params.evaluate.max_new_tokens):
+        assert budget >= solutions[int(0.95 * len(solutions))]
+    longest_ids = max(len(tok(tok.apply_chat_template([{"role": "user", "content": r["question"]}], tokenize=False,
+                                                      add_generation_prompt=True)).input_ids)
+                      for r in gsm8k_train_rows() + test_rows)
+    assert params.base.model.max_positions >= longest_ids + max(params.grow.max_new_tokens, params.evaluate.max_new_tokens)
