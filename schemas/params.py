@@ -126,11 +126,16 @@ class Architecture(Section):
         default="rope", exclude_if=lambda v: v == "rope",  # the default leaves recorded params unchanged
         description="rope: Llama with rotary embeddings; none: no positional encoding (NoPE), "
         "a SmolLM3 config with rotary off in every layer")
+    architecture: Literal["llama", "qwen2"] = Field(
+        default="llama", exclude_if=lambda v: v == "llama",  # the default leaves recorded params unchanged
+        description="llama: LlamaForCausalLM; qwen2: Qwen2ForCausalLM (biases on q, k, v), as Qwen checkpoints")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "Architecture":
         if self.hidden_size % self.heads:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by heads ({self.heads})")
+        if self.architecture == "qwen2" and self.position == "none":
+            raise ValueError("position `none` (NoPE) is a Llama-shaped SmolLM3; use architecture llama with it")
         return self
 
 
@@ -189,6 +194,19 @@ class BaseParams(Section):
     )
     model: Architecture
     train: TrainParams
+    tokenizer: Literal["char", "bpe"] = Field(
+        default="char", exclude_if=lambda v: v == "char",  # the default leaves recorded params unchanged
+        description="the tiny model's tokenizer: char (one token per character, the embedded task's) | bpe "
+        "(byte-level BPE with a ChatML chat template, trained on the demonstrations' text: restem/training/bpe.py)")
+    vocab_size: int = Field(
+        default=1024, ge=300, le=65536, exclude_if=lambda v: v == 1024,
+        description="bpe: most tokenizer entries (256 byte symbols and 3 special tokens included)")
+
+    @model_validator(mode="after")
+    def _vocab_for_bpe(self) -> "BaseParams":
+        if self.tokenizer == "char" and self.vocab_size != 1024:
+            raise ValueError("vocab_size sizes the bpe tokenizer; with tokenizer `char` leave it out")
+        return self
 
 
 class PromptParams(Section):

@@ -200,3 +200,54 @@ def chat_model(tmp_path_factory) -> Path:
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+# The `base` section of a tiny ChatML model: byte-level BPE tokenizer and Qwen2, a few hundred k parameters.
+QWEN_BASE = {
+    "checkpoint": None, "tokenizer": "bpe", "vocab_size": 512,
+    "model": {"architecture": "qwen2", "hidden_size": 96, "intermediate_size": 256, "layers": 2, "heads": 4,
+              "max_positions": 384},
+    "train": {"epochs": 1, "steps": 150, "lr": 3e-3, "batch_size": 8, "warmup_ratio": 0.1, "schedule": "cosine",
+              "weight_decay": 0.0, "seed": 0},
+}
+
+
+def gsm8k_train_rows() -> list[dict]:
+    """The 416 GSM8K training rows of the slice in tests/data (every 18th row), read from the full file when
+    it is there: the same rows either way."""
+    import json
+
+    path = real_data("gsm8k/train.jsonl")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in (lines if is_slice(path) else lines[::18])]
+
+
+@pytest.fixture(scope="session")
+def qwen_checkpoint(tmp_path_factory) -> Path:
+    """A local instruct-style checkpoint folder, as a Qwen user brings one: a byte-level BPE tokenizer with a
+    ChatML chat template and a tiny Qwen2ForCausalLM, built by restem's own code (restem/training/tiny.py,
+    bpe.py) and trained briefly on GSM8K training solutions in chat format (prompt = the user turn rendered by
+    `apply_chat_template` with the generation prompt, completion = the solution then `<|im_end|>`), saved with
+    `save_pretrained`. Its restem.json `train_log` holds the loss by step."""
+    from restem.schemas.params import BaseParams
+    from restem.training.modeling import save_policy
+    from restem.training.sft import train_sft
+    from restem.training.tiny import tiny_model, tiny_tokenizer
+
+    from restem.sampling.engines import set_threads
+
+    import torch
+
+    threads = torch.get_num_threads()
+    set_threads(1)  # one thread is the fastest on a shared 2-core machine (two: 4-8x slower when the other is busy)
+    base = BaseParams.model_validate(QWEN_BASE)
+    rows = gsm8k_train_rows()
+    tokenizer = tiny_tokenizer(base, [text for r in rows for text in (r["question"], r["answer"])])
+    # The 200 shortest rows: short sequences make steps cheap, so the model learns to end its turn in seconds.
+    rows = sorted(rows, key=lambda r: (len(r["question"]) + len(r["answer"]), r["question"]))[:200]
+    pairs = [(tokenizer.apply_chat_template([{"role": "user", "content": r["question"]}], tokenize=False,
+                                            add_generation_prompt=True), r["answer"]) for r in rows]
+    model = tiny_model(base, tokenizer, seed=0)
+    train_log = train_sft(model, tokenizer, pairs, base.train, base.model.max_positions, precision="float32")
+    set_threads(threads)
+    out = tmp_path_factory.mktemp("qwen") / "checkpoint"
+    save_policy(model, tokenizer, out, {"iteration": 0, "params": {"base": QWEN_BASE}, "train_log": train_log})
+    return out

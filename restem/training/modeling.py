@@ -2,7 +2,9 @@
 
 The embedded default builds a character-level tokenizer with `tokenizers` (wrapped as a
 `PreTrainedTokenizerFast`) and a small `LlamaForCausalLM` from a config (or, with
-`base.model.position: none`, the same shape without positional encoding as a stock SmolLM3 config);
+`base.model.position: none`, the same shape without positional encoding as a stock SmolLM3 config;
+with `base.model.architecture: qwen2`, a `Qwen2ForCausalLM`; with `base.tokenizer: bpe`, the byte-level
+BPE tokenizer of restem/training/bpe.py);
 a user's own checkpoint is any local Hugging Face causal-LM folder. Either way a policy is a folder
 that `load_policy` opens, and `models/iter<i>/restem.json` records where it came from. With
 `improve.adapter: lora` an iteration's folder holds a LoRA adapter on a base instead (restem/training/adapters.py):
@@ -85,19 +87,19 @@ def is_nope(model: "PreTrainedModel") -> bool:
 
 
 def build_model(tokenizer: "PreTrainedTokenizerBase", arch: Any, seed: int) -> "PreTrainedModel":
-    """A freshly initialised model of the shape in `arch` (params: base.model): LlamaForCausalLM, or
-    with `position: none` the same shape without positional encoding (see `_nope_model`)."""
+    """A freshly initialised model of the shape in `arch` (params: base.model): LlamaForCausalLM,
+    Qwen2ForCausalLM with `architecture: qwen2`, or with `position: none` a Llama shape without
+    positional encoding (see `_nope_model`)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-    if getattr(arch, "position", "rope") == "none":
-        torch.manual_seed(seed)
-        model = _nope_model(tokenizer, arch)
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-        return model
-    config = LlamaConfig(**_shape(tokenizer, arch))
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    if getattr(arch, "position", "rope") == "none":
+        model = _nope_model(tokenizer, arch)
+    elif getattr(arch, "architecture", "llama") == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(**_shape(tokenizer, arch), use_sliding_window=False))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(**_shape(tokenizer, arch)))
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
 

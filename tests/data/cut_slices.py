@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-GSM8K_EVERY, HUMANEVAL_EVERY = 33, 8
+GSM8K_EVERY, GSM8K_TRAIN_EVERY, HUMANEVAL_EVERY = 33, 18, 8
 # Rows test_steps.py looks up by content: two real arithmetic slips in model solutions.
 GSM8K_SLIPS = ("<<5-3=2.5>>", "25/75 x 100% = 25%")
 
@@ -38,6 +38,9 @@ def main() -> None:
     (HERE / "gsm8k").mkdir(exist_ok=True)
     for name, lines in (("example_model_solutions.jsonl", solutions), ("test.jsonl", test)):
         (HERE / "gsm8k" / name).write_text("".join(lines[i] + "\n" for i in rows), encoding="utf-8")
+    train = _jsonl(src / "gsm8k" / "train.jsonl")
+    train_rows = train[::GSM8K_TRAIN_EVERY]  # the training solutions a small BPE model and tokenizer learn from
+    (HERE / "gsm8k" / "train.jsonl").write_text("".join(line + "\n" for line in train_rows), encoding="utf-8")
     with gzip.open(src / "humaneval" / "HumanEval.jsonl.gz", "rt", encoding="utf-8") as f:
         tasks = [line for line in f.read().splitlines() if line.strip()]
     picked = [line + "\n" for i, line in enumerate(tasks) if i % HUMANEVAL_EVERY == 0]
@@ -45,7 +48,7 @@ def main() -> None:
     with open(HERE / "humaneval" / "HumanEval.jsonl.gz", "wb") as raw:
         with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as out:
             out.write("".join(picked).encode())
-    print(f"gsm8k: {len(rows)} of {len(test)} test questions; humaneval: {len(picked)} of {len(tasks)} tasks")
+    print(f"gsm8k: {len(rows)} of {len(test)} test questions, {len(train_rows)} of {len(train)} train questions; humaneval: {len(picked)} of {len(tasks)} tasks")
 
 
 if __name__ == "__main__":
