@@ -24,7 +24,7 @@ def table(rows):
     for problem, index, completion, correct, extracted in rows:
         sid = f"{problem}-{index}"
         samples.append({"sample_id": sid, "problem_id": problem, "iteration": 1, "sample_index": index,
-                        "prompt": f"prompt {problem}", "completion": completion})
+                        "prompt": f"prompt {problem}", "completion": completion, "finish_reason": "eos"})
         scores.append({"sample_id": sid, "reward": float(correct), "correct": correct,
                        "verdict": "correct" if correct else "incorrect", "extracted": extracted,
                        "steps_valid": None, "reward_model": None})
