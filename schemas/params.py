@@ -175,6 +175,24 @@ class VotersParams(Section):
         return value
 
 
+class PassRateBand(Section):
+    """Problems whose pass rate (data/iter<i>/pass_rates.parquet) lies in [low, high] keep their samples."""
+
+    low: float = Field(default=0.0, ge=0, le=1, description="lowest pass rate kept (0: also problems none solves)")
+    high: float = Field(default=1.0, ge=0, le=1, description="highest pass rate kept (below 1: drop problems every "
+                        "sample solves)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "PassRateBand":
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        return self
+
+    @property
+    def everything(self) -> bool:
+        return self.low == 0.0 and self.high == 1.0
+
+
 class FilterParams(Section):
     mode: Literal["correct", "threshold", "top_fraction", "best_of_n", "majority", "agreement"] = Field(
         description="correct: reward = 1 (ReST-EM); threshold: reward >= tau (ReST); top_fraction: the best "
@@ -194,6 +212,9 @@ class FilterParams(Section):
     require_consistent: bool = Field(
         default=True, description="majority, agreement: only samples that pass the task's consistency check vote")
     voters: VotersParams = Field(default_factory=VotersParams, description="agreement: the models that vote")
+    pass_rate: PassRateBand = Field(
+        default_factory=PassRateBand, description="keep only problems whose share of verifier-correct samples lies "
+        "in [low, high]; the others' samples are rejected as pass_rate_band ({low: 0, high: 1}: all problems)")
 
     @field_validator("dedup", mode="before")
     @classmethod
@@ -207,6 +228,14 @@ class FilterParams(Section):
     def _threshold_range(self) -> "FilterParams":
         if self.threshold_kind == "quantile" and not 0 <= self.threshold <= 1:
             raise ValueError(f"threshold {self.threshold} must lie in [0, 1] when threshold_kind is quantile")
+        return self
+
+    @model_validator(mode="after")
+    def _band_needs_labels(self) -> "FilterParams":
+        if self.mode in ("majority", "agreement") and not self.pass_rate.everything:
+            raise ValueError(f"pass_rate {{low: {self.pass_rate.low}, high: {self.pass_rate.high}}} uses the "
+                             f"verifier's labels, which the label-free mode `{self.mode}` must not see; set "
+                             "pass_rate to {low: 0, high: 1} or use a labelled mode")
         return self
 
     @model_validator(mode="after")
