@@ -118,14 +118,44 @@ class BaseParams(Section):
     train: TrainParams
 
 
+class BudgetParams(Section):
+    """Grow's sampling budget per problem (DART-Math, Tong et al. 2024); restem/sampling/budget.py."""
+
+    mode: Literal["fixed", "uniform", "prop2diff"] = Field(
+        default="fixed", description="fixed: K samples per problem; uniform: rounds of K until k_correct correct "
+        "samples or max_trials samples; prop2diff: rounds until a wanted count proportional to the problem's fail "
+        "rate in the first round (total_correct over all problems), or max_trials")
+    k_correct: int = Field(default=4, ge=1, description="uniform: correct samples wanted per problem")
+    total_correct: Optional[int] = Field(
+        default=None, ge=1, description="prop2diff: correct samples wanted over all problems; a problem's share is "
+        "ceil(total_correct * fail_rate / sum of fail rates), fail rates from the first round of K samples")
+    max_trials: int = Field(default=64, ge=1, description="uniform, prop2diff: most samples per problem (a multiple "
+                            "of grow.samples_per_problem)")
+
+
 class GrowParams(Section):
     engine: Literal["transformers", "vllm"] = Field(description="sampling engine of Grow and Evaluate")
-    samples_per_problem: int = Field(ge=1, description="K completions per training problem")
+    samples_per_problem: int = Field(ge=1, description="K completions per training problem (budget modes: per round)")
     temperature: float = Field(gt=0, description="sampling temperature")
     top_p: float = Field(default=1.0, gt=0, le=1)
     top_k: int = Field(default=0, ge=0, description="0: no top-k cut")
     max_new_tokens: int = Field(ge=1)
     seed: int = 0
+    budget: BudgetParams = Field(default_factory=BudgetParams, description="samples per problem: fixed K, or by "
+                                 "difficulty (uniform, prop2diff)")
+
+    @model_validator(mode="after")
+    def _budget(self) -> "GrowParams":
+        b, k = self.budget, self.samples_per_problem
+        if b.mode == "fixed":
+            return self
+        if b.max_trials % k:
+            raise ValueError(f"budget.max_trials ({b.max_trials}) must be a multiple of samples_per_problem ({k}): "
+                             f"each round draws {k} samples per open problem; e.g. max_trials: {(b.max_trials // k + 1) * k}")
+        if b.mode == "prop2diff" and b.total_correct is None:
+            raise ValueError("budget.mode prop2diff needs budget.total_correct: the correct samples wanted over all "
+                             "problems (e.g. the Grow pool size times filter.max_per_problem)")
+        return self
 
 
 class ScoreParams(Section):

@@ -131,3 +131,20 @@ def test_pass_rates_view_in_sql(tmp_path):
                      "WHERE p.pass_rate = 1 AND g.kept")
     assert joined == [{"n": 3}]  # s1, s2, a1 (a2 was a duplicate)
     assert q(root, "SELECT count(*) n FROM budget") == [{"n": 0}]  # no Grow budget files: an empty view
+
+
+def test_export_carries_each_rows_pass_rate(tmp_path):
+    import pyarrow.parquet as pq
+
+    from restem.publish.export import run as export
+    from restem.publish.selection import Selection
+
+    root = make_workspace(tmp_path / "ws", with_eval=False)
+    for it in (1, 2):
+        samples = read_rows(root / f"data/iter{it}/samples.parquet", Sample)
+        scores = read_rows(root / f"data/iter{it}/scores.parquet", Score)
+        write_rows(root / f"data/iter{it}/pass_rates.parquet", PassRate, pass_rates(samples, scores))
+    export(root, tmp_path / "out", Selection(iterations=("1", "2")))
+    rows = pq.read_table(next((tmp_path / "out/prompt_completion").glob("train-*.parquet"))).to_pylist()
+    assert {r["sample_id"]: r["pass_rate"] for r in rows} == {"s1": 1.0, "s2": 1.0, "s3": 0.5, "a1": 1.0, "b1": 0.5}
+    assert "`pass_rate` (share of the problem's samples" in (tmp_path / "out/README.md").read_text()

@@ -45,11 +45,12 @@ def numerics(engine: str, runtime: RuntimeParams) -> dict:
 
 
 def sample(engine: Engine, problems: Sequence[dict], k: int, sampling: SamplingParams, seed: int, iteration: int,
-           purpose: str, policy: str, label: str = "") -> list[Sample]:
-    """k samples per problem as Sample rows (greedy when sampling.temperature is 0)."""
+           purpose: str, policy: str, label: str = "", first_index: int = 0) -> list[Sample]:
+    """k samples per problem as Sample rows (greedy when sampling.temperature is 0), with sample indices
+    first_index .. first_index + k - 1 (Grow's budget rounds continue where the last round stopped)."""
     keys, requests = [], []
     for p in problems:
-        for index in range(k):
+        for index in range(first_index, first_index + k):
             s = derive_seed(seed, iteration, p["problem_id"], index)
             keys.append((p, index, s))
             requests.append(Request(p["prompt"], s))
