@@ -61,6 +61,8 @@ def rule_name(f: FilterParams, tau: Optional[float] = None, quantile_of: Optiona
     parts.append(f"cap={f.max_per_problem};dedup={f.dedup};valid_steps={str(f.require_valid_steps).lower()}")
     if f.keep_truncated:  # only then, so the rule of a default run reads as before
         parts.append("truncated=kept")
+    if not f.pass_rate.everything:  # the default band leaves the rule (and kept.parquet) as it was
+        parts.append(f"pass_rate=[{f.pass_rate.low:g},{f.pass_rate.high:g}]")
     return ";".join(parts)
 
 
@@ -240,6 +242,22 @@ def select(samples: Sequence[dict], scores: Sequence[dict], f: FilterParams, tau
             else:
                 rejected.append(Rejected(**common, filter_reason=reason[s["sample_id"]]))
     return kept, rejected
+
+
+def pass_rate_band(samples: Sequence[dict], scores: Sequence[dict], f: FilterParams,
+                   rates: Sequence[dict]) -> tuple[list[dict], list[Rejected]]:
+    """The samples of problems whose pass rate (`rates`: PassRate rows, restem.stats.pass_rates) lies in
+    filter.pass_rate, and a `pass_rate_band` Rejected row for each sample of the others. Runs before `select`,
+    so the modes only see problems inside the band."""
+    if f.pass_rate.everything:
+        return list(samples), []
+    band = f.pass_rate
+    outside = {r["problem_id"] for r in rates if not band.low <= r["pass_rate"] <= band.high}
+    reward = {s["sample_id"]: s["reward"] for s in scores}
+    dropped = [Rejected(sample_id=s["sample_id"], problem_id=s["problem_id"], iteration=s["iteration"],
+                        reward=reward[s["sample_id"]], filter_reason="pass_rate_band")
+               for s in samples if s["problem_id"] in outside]
+    return [s for s in samples if s["problem_id"] not in outside], dropped
 
 
 def report(kept: Sequence[Kept], rejected: Sequence[Rejected], scores: Sequence[dict], rule: str,

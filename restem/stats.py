@@ -55,15 +55,21 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
-def majority_correct(rows: Sequence[dict]) -> bool:
-    """maj@k: the most frequent extracted answer (ties: the earliest sample) is a correct one."""
+def majority_answer(rows: Sequence[dict]) -> tuple[Optional[str], int]:
+    """The most frequent extracted answer of score rows in sample order (ties: the earliest sample's) and how
+    many rows give it; (None, 0) when none has one."""
     answers = [r["extracted"] for r in rows if r["extracted"] is not None]
     if not answers:
-        return False
+        return None, 0
     counts = Counter(answers)
     best = max(counts.values())
-    winner = next(a for a in answers if counts[a] == best)
-    return any(r["correct"] for r in rows if r["extracted"] == winner)
+    return next(a for a in answers if counts[a] == best), best
+
+
+def majority_correct(rows: Sequence[dict]) -> bool:
+    """maj@k: the most frequent extracted answer (ties: the earliest sample) is a correct one."""
+    winner, _ = majority_answer(rows)
+    return winner is not None and any(r["correct"] for r in rows if r["extracted"] == winner)
 
 
 def _mean(values: Iterable[float]) -> Optional[float]:
@@ -86,3 +92,24 @@ def summarise(problems: Sequence[dict], greedy: dict[str, dict], sampled: dict[s
         "wrong_steps_rate": _mean(float(r["steps_valid"] is False) for r in right),
         "wrong_steps_rate_sampled": _mean(float(r["steps_valid"] is False) for r in sampled_right),
     }
+
+
+def pass_rates(samples: Sequence[dict], scores: Sequence[dict]) -> list[dict]:
+    """One `PassRate` row (restem.schemas.tables) per problem of an iteration's samples, from their score rows
+    (by sample_id). Correctness is the verifier's `correct`, whatever gave the reward; an error or unverifiable
+    verdict counts as a failure. The majority answer is majority_correct's: most frequent, ties to the earliest."""
+    by_id = {s["sample_id"]: s for s in scores}
+    groups: dict[str, list[tuple[dict, dict]]] = {}
+    for s in sorted(samples, key=lambda r: (r["problem_id"], r["sample_index"], r["sample_id"])):
+        groups.setdefault(s["problem_id"], []).append((s, by_id[s["sample_id"]]))
+    rows = []
+    for problem_id, pairs in groups.items():
+        n = len(pairs)
+        winner, top = majority_answer([sc for _, sc in pairs])
+        correct = sum(bool(sc["correct"]) for _, sc in pairs)
+        rows.append({
+            "problem_id": problem_id, "iteration": pairs[0][0]["iteration"], "samples": n,
+            "graded": sum(sc["correct"] is not None for _, sc in pairs), "correct": correct,
+            "pass_rate": correct / n, "majority_answer": winner, "majority_count": top, "majority_share": top / n,
+        })
+    return rows

@@ -246,9 +246,24 @@ def _stop_strings(value: list[str]) -> list[str]:
     return value
 
 
+class BudgetParams(Section):
+    """Grow's sampling budget per problem (DART-Math, Tong et al. 2024); restem/sampling/budget.py."""
+
+    mode: Literal["fixed", "uniform", "prop2diff"] = Field(
+        default="fixed", description="fixed: K samples per problem; uniform: rounds of K until k_correct correct "
+        "samples or max_trials samples; prop2diff: rounds until a wanted count proportional to the problem's fail "
+        "rate in the first round (total_correct over all problems), or max_trials")
+    k_correct: int = Field(default=4, ge=1, description="uniform: correct samples wanted per problem")
+    total_correct: Optional[int] = Field(
+        default=None, ge=1, description="prop2diff: correct samples wanted over all problems; a problem's share is "
+        "ceil(total_correct * fail_rate / sum of fail rates), fail rates from the first round of K samples")
+    max_trials: int = Field(default=64, ge=1, description="uniform, prop2diff: most samples per problem (a multiple "
+                            "of grow.samples_per_problem)")
+
+
 class GrowParams(Section):
     engine: Literal["transformers", "vllm"] = Field(description="sampling engine of Grow and Evaluate")
-    samples_per_problem: int = Field(ge=1, description="K completions per training problem")
+    samples_per_problem: int = Field(ge=1, description="K completions per training problem (budget modes: per round)")
     temperature: float = Field(gt=0, description="sampling temperature")
     top_p: float = Field(default=1.0, gt=0, le=1)
     top_k: int = Field(default=0, ge=0, description="0: no top-k cut")
@@ -260,6 +275,21 @@ class GrowParams(Section):
         "e.g. ['Question:'] for a base model on a few-shot prompt")
 
     _stop = field_validator("stop")(_stop_strings)
+    budget: BudgetParams = Field(default_factory=BudgetParams, description="samples per problem: fixed K, or by "
+                                 "difficulty (uniform, prop2diff)")
+
+    @model_validator(mode="after")
+    def _budget(self) -> "GrowParams":
+        b, k = self.budget, self.samples_per_problem
+        if b.mode == "fixed":
+            return self
+        if b.max_trials % k:
+            raise ValueError(f"budget.max_trials ({b.max_trials}) must be a multiple of samples_per_problem ({k}): "
+                             f"each round draws {k} samples per open problem; e.g. max_trials: {(b.max_trials // k + 1) * k}")
+        if b.mode == "prop2diff" and b.total_correct is None:
+            raise ValueError("budget.mode prop2diff needs budget.total_correct: the correct samples wanted over all "
+                             "problems (e.g. the Grow pool size times filter.max_per_problem)")
+        return self
 
 
 class ScoreParams(Section):
@@ -309,6 +339,24 @@ class VotersParams(Section):
         return value
 
 
+class PassRateBand(Section):
+    """Problems whose pass rate (data/iter<i>/pass_rates.parquet) lies in [low, high] keep their samples."""
+
+    low: float = Field(default=0.0, ge=0, le=1, description="lowest pass rate kept (0: also problems none solves)")
+    high: float = Field(default=1.0, ge=0, le=1, description="highest pass rate kept (below 1: drop problems every "
+                        "sample solves)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "PassRateBand":
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        return self
+
+    @property
+    def everything(self) -> bool:
+        return self.low == 0.0 and self.high == 1.0
+
+
 class FilterParams(Section):
     mode: Literal["correct", "threshold", "top_fraction", "best_of_n", "majority", "agreement"] = Field(
         description="correct: reward = 1 (ReST-EM); threshold: reward >= tau (ReST); top_fraction: the best "
@@ -331,6 +379,9 @@ class FilterParams(Section):
     require_consistent: bool = Field(
         default=True, description="majority, agreement: only samples that pass the task's consistency check vote")
     voters: VotersParams = Field(default_factory=VotersParams, description="agreement: the models that vote")
+    pass_rate: PassRateBand = Field(
+        default_factory=PassRateBand, description="keep only problems whose share of verifier-correct samples lies "
+        "in [low, high]; the others' samples are rejected as pass_rate_band ({low: 0, high: 1}: all problems)")
 
     @field_validator("dedup", mode="before")
     @classmethod
@@ -344,6 +395,14 @@ class FilterParams(Section):
     def _threshold_range(self) -> "FilterParams":
         if self.threshold_kind == "quantile" and not 0 <= self.threshold <= 1:
             raise ValueError(f"threshold {self.threshold} must lie in [0, 1] when threshold_kind is quantile")
+        return self
+
+    @model_validator(mode="after")
+    def _band_needs_labels(self) -> "FilterParams":
+        if self.mode in ("majority", "agreement") and not self.pass_rate.everything:
+            raise ValueError(f"pass_rate {{low: {self.pass_rate.low}, high: {self.pass_rate.high}}} uses the "
+                             f"verifier's labels, which the label-free mode `{self.mode}` must not see; set "
+                             "pass_rate to {low: 0, high: 1} or use a labelled mode")
         return self
 
     @model_validator(mode="after")

@@ -134,8 +134,9 @@ class Rejected(Row):
     filter_reason: Literal[
         "incorrect", "unverifiable", "error", "invalid_steps", "duplicate", "over_cap",
         "below_threshold", "not_top", "no_majority", "minority", "inconsistent",
-        "no_agreement", "disagrees", "truncated",
-    ] = Field(description="why it was dropped (see restem/filtering.py)")
+        "no_agreement", "disagrees", "truncated", "pass_rate_band",
+    ] = Field(description="why it was dropped (see restem/filtering.py; pass_rate_band: its problem's pass rate lies "
+              "outside filter.pass_rate)")
 
 
 class AdapterBase(BaseModel):
@@ -146,6 +147,40 @@ class AdapterBase(BaseModel):
     base: str = Field(description="its folder, relative to the workspace root (e.g. models/iter0; that folder's own "
                       "restem.json may point on to the user's checkpoint)")
     base_hash: str = Field(description="the base's model_hash when the adapter was trained (checked on load)")
+
+
+class PassRate(Row):
+    """How often an iteration's samples solve one problem (written by `score` beside scores.parquet)."""
+
+    SORT: ClassVar[tuple[str, ...]] = ("problem_id",)
+
+    problem_id: str = Field(description="the problem (problems.problem_id)")
+    iteration: int = Field(description="the iteration whose Grow samples are counted")
+    samples: int = Field(description="its samples in this iteration")
+    graded: int = Field(description="samples with a verdict correct or incorrect (not unverifiable, not error)")
+    correct: int = Field(description="samples the verifier calls correct")
+    pass_rate: float = Field(description="correct / samples (errors and unverifiable samples count as failures)")
+    majority_answer: Optional[str] = Field(
+        description="the most frequent extracted answer (ties: the earliest sample's); null when none was extracted")
+    majority_count: int = Field(description="samples giving the majority answer")
+    majority_share: float = Field(description="majority_count / samples")
+
+
+class Budget(Row):
+    """Grow's sampling budget for one problem (grow.budget): how many samples it drew and why it stopped."""
+
+    SORT: ClassVar[tuple[str, ...]] = ("problem_id",)
+
+    problem_id: str = Field(description="the problem (problems.problem_id)")
+    iteration: int = Field(description="the Grow iteration")
+    mode: Literal["fixed", "uniform", "prop2diff"] = Field(description="grow.budget.mode")
+    samples: int = Field(description="samples generated for it (all rounds)")
+    rounds: int = Field(description="sampling rounds (trials) it took part in, grow.samples_per_problem samples each")
+    correct: Optional[int] = Field(description="samples graded correct in Grow; null in fixed mode (not graded)")
+    wanted: Optional[int] = Field(description="correct samples sought (uniform: k_correct; prop2diff: its share of "
+                                  "total_correct); null in fixed mode")
+    stop: Literal["fixed", "reached", "capped"] = Field(
+        description="fixed: K samples, no grading; reached: `wanted` correct samples; capped: max_trials samples")
 
 
 class ModelMeta(BaseModel):

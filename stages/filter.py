@@ -17,8 +17,10 @@ from restem.schemas.params import FilterParams, Params
 from restem.schemas.tables import Kept, Rejected, Sample, Score
 from restem.workspace import METRICS, iter_dir, log
 from restem.verifiers.base import STEPS, Consistency, consistency_check, require_ability
-from restem.filtering import load_votes, needs_consistency, report, resolve_threshold, rule_name, select
+from restem.filtering import (load_votes, needs_consistency, pass_rate_band, report, resolve_threshold, rule_name,
+                              select)
 from restem.rationalize import RATIONALIZED
+from restem.stats import pass_rates
 from restem.workspace import RATIONALE_SCORES, RATIONALES, voters_data_dir
 
 
@@ -107,7 +109,9 @@ def run(params: Params, iteration: int | str, root: Path = Path(".")) -> Counter
         problems = load_problems(root, "train")
     if f.mode == "agreement":
         votes = _votes(root, f, samples)
-    kept, rejected = select(samples, scores, f, tau, consistent, problems, quantile_of, votes)
+    inside, banded = pass_rate_band(samples, scores, f, pass_rates(samples, scores))
+    kept, rejected = select(inside, scores, f, tau, consistent, problems, quantile_of, votes)
+    rejected += banded
     extra, extra_report = rationalized(params, source, root)
     counts = Counter(r.filter_reason for r in rejected)
     counts["kept"] = len(kept) + len(extra)

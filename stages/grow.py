@@ -1,5 +1,7 @@
 """Stage `grow`: K completions per training problem from the current policy,
-`data/iter<i>/samples.parquet` (sampling itself: restem/sampling/sampler.py, per-sample seeds there).
+`data/iter<i>/samples.parquet` (sampling itself: restem/sampling/sampler.py, per-sample seeds there), or with
+`grow.budget` a number per problem set by its difficulty (restem/sampling/budget.py); what each problem got is
+`data/iter<i>/budget.parquet`.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from restem.schemas.io import read_rows, read_table, sort_table, to_table, write
 from restem.schemas.errors import RestemError
 from restem.schemas.loop import PoolSlice
 from restem.schemas.params import Params
-from restem.schemas.tables import Problem, Sample
+from restem.schemas.tables import Budget, Problem, Sample
 from restem.workspace import iter_dir, log, model_dir, problems_dir
 from restem.sampling.engines import SamplingParams, set_threads
+from restem.sampling.budget import fixed_rows, run_rounds, summary
 from restem.sampling.shards import Shard, owned
 from restem.sampling.sampler import make_engine, numerics, sample
 from restem.training.modeling import model_hash
@@ -76,12 +79,17 @@ def run(params: Params, iteration: int, prev: int, root: Path = Path("."), shard
     policy_dir = model_dir(prev, root)
     policy = model_hash(policy_dir)
     sampling = SamplingParams(g.temperature, g.max_new_tokens, g.top_p, g.top_k, tuple(g.stop))
+    started = time.monotonic()
+    if g.budget.mode != "fixed":
+        if shard is not None or merge:
+            raise RestemError(f"grow.budget.mode {g.budget.mode} samples in rounds that depend on each other: run "
+                              "grow without --shard/--merge/--shards (or set grow.budget.mode: fixed)")
+        return _budgeted(params, iteration, prev, problems, policy, sampling, root, started)
     size = params.runtime.grow_shard_problems
     shard_dir = iter_dir(iteration, root) / ".grow-shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     engine = None
     tables = []
-    started = time.monotonic()
     n_shards = (len(problems) + size - 1) // size
     mine, missing = owned(n_shards, shard), []
     if shard is not None and not mine:
@@ -114,11 +122,49 @@ def run(params: Params, iteration: int, prev: int, root: Path = Path("."), shard
                           f"{', '.join(map(str, missing[:10]))}{', ...' if len(missing) > 10 else ''}); run the missing "
                           "--shard i/n (same params and runtime.grow_shard_problems), or run without --merge to "
                           "compute them here")
+    n = _write(tables, fixed_rows(problems, g.samples_per_problem, iteration), iteration, prev, root, started)
+    shutil.rmtree(shard_dir)
+    return n
+
+
+def _budgeted(params: Params, iteration: int, prev: int, problems: list[dict], policy: str, sampling: SamplingParams,
+              root: Path, started: float) -> int:
+    """Grow with grow.budget uniform or prop2diff: rounds graded by the task verifier (restem/sampling/budget.py)."""
+    from restem.verifiers.batch import load_problems, score_samples
+
+    g, r, sc = params.grow, params.runtime, params.score
+    policy_dir = model_dir(prev, root)
+    engine = None
+    by_id = load_problems(root, "train")
+
+    def draw(open_problems: list[dict], first_index: int, label: str) -> list[Sample]:
+        nonlocal engine
+        engine = engine or make_engine(g.engine, policy_dir, r.batch_size, r)
+        return sample(engine, open_problems, g.samples_per_problem, sampling, g.seed, iteration, "grow", policy,
+                      label=label, first_index=first_index, prompt=params.prompt, root=root)
+
+    def grade(rows: list[dict]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for s in score_samples(sc.verifier, rows, by_id, r.workers, sc.timeout_s, None, sc.extraction):
+            counts[s.problem_id] = counts.get(s.problem_id, 0) + bool(s.correct)
+        return counts
+
+    folder = iter_dir(iteration, root) / ".grow-rounds"
+    base_key = shard_key(policy, sampling, params, iteration, [p["problem_id"] for p in problems], root)
+    tables, rows = run_rounds(params, iteration, problems, base_key, folder, draw, grade)
+    log(f"grow@{iteration}: budget {g.budget.mode}: {summary(rows, g.samples_per_problem)}")
+    n = _write(tables, rows, iteration, prev, root, started)
+    shutil.rmtree(folder)
+    return n
+
+
+def _write(tables: list[pa.Table], budget: list[Budget], iteration: int, prev: int, root: Path, started: float) -> int:
+    """Write the merged, sorted samples and the budget table; returns the number of samples."""
     out = iter_dir(iteration, root) / "samples.parquet"
     merged = pa.concat_tables(tables) if tables else to_table(Sample, [])
     merged = sort_table(merged, Sample).combine_chunks()
     write_table(out, merged)
-    shutil.rmtree(shard_dir)
+    write_rows(out.parent / "budget.parquet", Budget, budget)
     tokens = pc.sum(merged["completion_tokens"]).as_py() or 0
     seconds = max(time.monotonic() - started, 1e-9)
     log(f"grow@{iteration}: {merged.num_rows} samples, {tokens} tokens from models/iter{prev} in {seconds:.1f} s "

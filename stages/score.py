@@ -1,4 +1,7 @@
-"""Stage `score`: one verdict per sample, `data/iter<i>/scores.parquet`.
+"""Stage `score`: one verdict per sample, `data/iter<i>/scores.parquet`, and per problem how often the
+iteration's samples solve it, `data/iter<i>/pass_rates.parquet` (restem/stats.py pass_rates). The pass rates are
+written here, not by the filter: they depend only on samples and verdicts, not on filter params, so a filter
+change does not rewrite them and a ReST step (1b) shares its iteration's table.
 
 The verifier named in `score.verifier` judges each completion against its problem; an exception
 is recorded as the verdict `error` and counted, never as `incorrect`. With `score.reward: model` the
@@ -14,7 +17,8 @@ from typing import Sequence
 
 from restem.schemas.io import read_rows, write_rows
 from restem.schemas.params import Params
-from restem.schemas.tables import Sample, Score
+from restem.schemas.tables import PassRate, Sample, Score
+from restem.stats import pass_rates
 from restem.workspace import iter_dir, log
 from restem.verifiers.batch import load_problems, score_samples
 
@@ -38,6 +42,7 @@ def run(params: Params, iteration: int, root: Path = Path(".")) -> Counter:
         scores = with_model_rewards(scores, samples, root, params.runtime.batch_size)
     out = iter_dir(iteration, root) / "scores.parquet"
     write_rows(out, Score, scores)
+    write_rows(out.parent / "pass_rates.parquet", PassRate, pass_rates(samples, [s.model_dump() for s in scores]))
     counts = Counter(s.verdict for s in scores)
     log(f"score@{iteration}: {dict(sorted(counts.items()))}, timeouts {stats['timeouts']}, "
         f"crashes {stats['crashes']} -> {out}")

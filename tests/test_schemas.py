@@ -7,7 +7,7 @@ import pytest
 from restem.schemas.errors import RestemError
 from restem.schemas.hashing import content_hash, derive_seed
 from restem.schemas.io import arrow_schema, atomic_path, read_rows, read_table, write_rows
-from restem.schemas.tables import Kept, ModelMeta, Problem, Rejected, Sample, Score
+from restem.schemas.tables import Budget, Kept, ModelMeta, PassRate, Problem, Rejected, Sample, Score
 
 
 def _problem(i: int, difficulty=None) -> Problem:
@@ -50,7 +50,7 @@ def test_same_rows_in_any_order_give_identical_bytes(tmp_path):
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
 
 
-TABLES = [Problem, Sample, Score, Kept, Rejected]
+TABLES = [Problem, Sample, Score, Kept, Rejected, PassRate, Budget]
 
 
 @pytest.mark.parametrize("model", TABLES, ids=lambda m: m.__name__)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from restem.schemas.io import read_rows
-from restem.schemas.tables import Kept, Problem, Rejected, Sample, Score
+from restem.schemas.tables import Kept, PassRate, Problem, Rejected, Sample, Score
 from restem.stages import base, evaluate, filter as filter_stage, grow, improve, problems, score
 from restem.workspace import iter_dir, model_dir, problems_dir
 
@@ -75,6 +75,14 @@ def test_score_and_filter_agree(loop_root):
     for k in kept:
         per_problem[k["problem_id"]] = per_problem.get(k["problem_id"], 0) + 1
     assert max(per_problem.values()) <= params.filter.max_per_problem
+    # score also wrote the per-problem pass rates, one row per Grow problem, agreeing with the verdicts
+    rates = read_rows(iter_dir(1, root) / "pass_rates.parquet", PassRate)
+    assert len(rates) == params.problems.arithmetic.train_count
+    right = {}
+    for s in scores:
+        right[s["problem_id"]] = right.get(s["problem_id"], 0) + bool(s["correct"])
+    assert {r["problem_id"]: r["correct"] for r in rates} == right
+    assert all(r["samples"] == params.grow.samples_per_problem for r in rates)
 
 
 def test_improve_trains_from_init_and_records_lineage(loop_root):

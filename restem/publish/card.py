@@ -168,14 +168,15 @@ def _size_category(n: int) -> str:
 
 
 def _feature_yaml(schema: pa.Schema) -> list[dict]:
-    """The card's `features` list for an Arrow schema of strings, int64 and the messages list."""
+    """The card's `features` list for an Arrow schema of strings, int64, float64 and the messages list."""
     out = []
     for field in schema:
         if field.type == MESSAGE_TYPE:
             out.append({"name": field.name, "list": [{"name": "role", "dtype": "string"},
                                                        {"name": "content", "dtype": "string"}]})
         else:
-            out.append({"name": field.name, "dtype": {pa.string(): "string", pa.int64(): "int64"}[field.type]})
+            out.append({"name": field.name, "dtype": {pa.string(): "string", pa.int64(): "int64",
+                                                        pa.float64(): "float64"}[field.type]})
     return out
 
 

@@ -15,6 +15,8 @@ TRACE_COLUMNS = [
     ("problem_id", pa.string(), "content hash of the prompt and reference; joins `problems`"),
     ("iteration", pa.int64(), "Grow iteration of the sample; for eval rows, the evaluated model's"),
     ("difficulty", pa.int64(), "difficulty level of the problem, null when the task has none"),
+    ("pass_rate", pa.float64(), "share of the problem's samples in the sample's Grow iteration that the verifier "
+     "calls correct (data/iter<i>/pass_rates.parquet; the filter's pass-rate band reads it); null for eval rows"),
 ]
 MESSAGE_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 SCHEMAS = {

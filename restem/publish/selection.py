@@ -76,9 +76,10 @@ k AS (SELECT sample_id, arg_min(rule, ref) AS rule, arg_min(reward, ref) AS rewa
 p AS (SELECT problem_id, any_value(difficulty) AS difficulty, any_value(source) AS source FROM problems GROUP BY 1)
 SELECT s.sample_id, s.problem_id, s.iteration, s.purpose, coalesce(k.prompt, s.prompt) AS prompt, s.completion, s.policy, s.engine,
        s.temperature, s.seed, p.difficulty, p.source, sc.verifier, coalesce(k.reward, sc.score_reward) AS reward,
-       sc.steps_valid, k.rule, s.finish_reason
+       sc.steps_valid, k.rule, s.finish_reason, pr.pass_rate
 FROM (SELECT DISTINCT sample_id FROM sel) q
 JOIN samples s USING (sample_id)
+LEFT JOIN pass_rates pr ON pr.problem_id = s.problem_id AND pr.ref = s.ref AND s.purpose = 'grow'
 LEFT JOIN sc ON sc.sample_id = s.sample_id AND sc.purpose = s.purpose
 LEFT JOIN k ON k.sample_id = s.sample_id
 LEFT JOIN p ON p.problem_id = s.problem_id

@@ -2,8 +2,8 @@
 
 Views (documented in `restem/query/views.py`, printed by `restem sql --schema`):
   problems, samples (grow, eval, the agreement filter's voters, rationalize's hinted samples), scores (with
-  `purpose`), kept,
-  rejected, models (the
+  `purpose`), kept, rejected, pass_rates (per problem and iteration, from score), budget (Grow's per-problem
+  budget), models (the
   `restem.json` files), metrics (the per-iteration JSON, one row per number), and `graded`
   (samples joined with their scores, whether kept and why dropped).
 Functions: `reasoning_path(completion)` (Python: `restem.verifiers.paths`, the filter's rule: the sequence of
@@ -30,7 +30,7 @@ from restem.cli.errors import user_errors
 from restem.schemas.errors import RestemError
 from restem.schemas.io import arrow_schema
 from restem.schemas.refs import Ref
-from restem.schemas.tables import Kept, Problem, Rejected, Sample, Score
+from restem.schemas.tables import Budget, Kept, PassRate, Problem, Rejected, Sample, Score
 from restem.query.output import check_format, render
 from restem.query.rev import materialise_rev
 from restem.query.views import GRADED_SCORE_COLUMNS, METRICS_SCHEMA, MODELS_SCHEMA, schema_doc
@@ -98,6 +98,8 @@ def discover(root: Path) -> Workspace:
         "scores_rationale": _iter_files(data, RATIONALE_SCORES),
         "kept": _iter_files(data, "kept.parquet"),
         "rejected": _iter_files(data, "rejected.parquet"),
+        "pass_rates": _iter_files(data, "pass_rates.parquet"),
+        "budget": _iter_files(data, "budget.parquet"),
         "models": _iter_files(root / MODELS, META_FILE),
         "metrics": metrics,
     })
@@ -232,6 +234,8 @@ def create_views(con, ws: Workspace) -> None:
         for purpose in ("grow", "eval", "vote", "rationale")))
     con.execute(f"CREATE OR REPLACE VIEW kept AS {_parquet_source(con, 'kept', f['kept'], arrow_schema(Kept))}")
     con.execute(f"CREATE OR REPLACE VIEW rejected AS {_parquet_source(con, 'rejected', f['rejected'], arrow_schema(Rejected))}")
+    for name, model in (("pass_rates", PassRate), ("budget", Budget)):
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {_parquet_source(con, name, f[name], arrow_schema(model))}")
     con.register("_models", models_table(ws.files["models"]))
     con.execute("CREATE OR REPLACE VIEW models AS SELECT * FROM _models")
     con.register("_metrics", metrics_table(ws.files["metrics"]))
@@ -301,7 +305,8 @@ def run_query(con, query: str) -> pa.Table:
         return relation.to_arrow_table()
     except duckdb.Error as exc:
         raise RestemError(f"query failed: {str(exc).strip()}\nhint: `restem sql --schema` lists the views "
-                          "(problems, samples, scores, kept, rejected, models, metrics, graded) and their columns; "
+                          "(problems, samples, scores, kept, rejected, pass_rates, budget, models, metrics, graded) and their "
+                          "columns; "
                           "quote names with special characters in double quotes") from None
 
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from restem.schemas.io import arrow_schema
-from restem.schemas.tables import Kept, ModelMeta, Problem, Rejected, Sample, Score
+from restem.schemas.tables import Budget, Kept, ModelMeta, PassRate, Problem, Rejected, Sample, Score
 
 MODELS_SCHEMA = pa.schema([
     ("iteration", pa.int64()), ("model_hash", pa.string()), ("parent", pa.string()), ("checkpoint", pa.string()),
@@ -109,6 +109,10 @@ VIEWS: list[View] = [
          "samples again: iteration 1, ref '1b')", model_columns(Kept) + [_ref()]),
     View("rejected", "data/iter<ref>/rejected.parquet: what the filter dropped, and why",
          model_columns(Rejected) + [_ref()]),
+    View("pass_rates", "data/iter<ref>/pass_rates.parquet (written by score): per problem, how often the iteration's "
+         "samples solve it, and their majority answer", model_columns(PassRate) + [_ref()]),
+    View("budget", "data/iter<ref>/budget.parquet (written by grow): per problem, the samples grow.budget drew and "
+         "why it stopped", model_columns(Budget) + [_ref()]),
     View("models", "models/iter<ref>/restem.json, one row per model", _schema_columns(MODELS_SCHEMA, {
         "iteration": "iteration number (a step's model: its iteration's)",
         "model_hash": _META["model_hash"], "parent": _META["parent"], "checkpoint": _META["checkpoint"],
@@ -149,7 +153,7 @@ functions
                               counting half (restem/stats.py, as metrics/reward.json); build both lists with
                               the same ORDER BY: auc(list(s ORDER BY s, y), list(y ORDER BY s, y))
 joins: samples.sample_id = scores.sample_id = kept.sample_id = rejected.sample_id;
-       problem_id to problems; ref to models.ref and metrics.ref (kept.ref: the model trained on it)
+       problem_id to problems, and (with ref) to pass_rates and budget; ref to models.ref and metrics.ref (kept.ref: the model trained on it)
 """
 
 

@@ -48,9 +48,10 @@ def numerics(engine: str, runtime: RuntimeParams) -> dict:
 
 def sample(engine: Engine, problems: Sequence[dict], k: int, sampling: SamplingParams, seed: int, iteration: int,
            purpose: str, policy: str, label: str = "", prompt: PromptParams | None = None,
-           root: Path = Path(".")) -> list[Sample]:
+           root: Path = Path("."), first_index: int = 0) -> list[Sample]:
     """k samples per problem as Sample rows (greedy when sampling.temperature is 0), each problem's prompt
-    rendered with `prompt` (params `prompt`; None: the defaults, the question as is)."""
+    rendered with `prompt` (params `prompt`; None: the defaults, the question as is), with sample indices
+    first_index .. first_index + k - 1 (Grow's budget rounds continue where the last round stopped)."""
     from restem.prompting import prompt_ids, render
 
     spec = prompt or PromptParams()
@@ -58,7 +59,7 @@ def sample(engine: Engine, problems: Sequence[dict], k: int, sampling: SamplingP
     for p in problems:
         text = render(engine.tokenizer, spec, p["prompt"], root)
         ids = tuple(prompt_ids(engine.tokenizer, spec, text))
-        for index in range(k):
+        for index in range(first_index, first_index + k):
             s = derive_seed(seed, iteration, p["problem_id"], index)
             keys.append((p, text, index, s))
             requests.append(Request(text, s, ids, p["problem_id"]))
