@@ -172,12 +172,46 @@ def test_seed_overrides_and_queue_plan():
         _seed_list(["0-2", "1"])
     with pytest.raises(RestemError, match="neither a seed"):
         _seed_list(["x"])
-    params = lambda s: {k: s for k in SEED_KEYS}  # noqa: E731  (dvc exp show gives the values back parsed)
+    def params(seed):  # params.yaml as `dvc exp show --json` gives it back: a tree of parsed values
+        return {"base": {"train": {"seed": seed}}, "grow": {"seed": seed}, "improve": {"seed": seed},
+                "evaluate": {"seed": seed}, "runtime": {"threads": 1}}
+
     existing = {"seed-0": {"state": None, "params": params(0)},
                 "seed-1": {"state": "failed", "params": params(1)},
                 "seed-2": {"state": "queued", "params": params(2)}}
     to_queue, skipped = plan([0, 1, 2, 3], [], "seed", existing)
     assert [n for n, _ in to_queue] == ["seed-1", "seed-3"]
     assert skipped == [("seed-0", "done"), ("seed-2", "queued")]
-    with pytest.raises(RestemError, match="seed-0 exists with runtime.threads"):
+    with pytest.raises(RestemError, match="seed-0 exists with runtime.threads=1, not '2'"):
         plan([0], ["runtime.threads=2"], "seed", existing)
+    with pytest.raises(RestemError, match="--prefix 'a b'"):
+        plan([0], [], "a b", existing)
+    # a new key (dvc's +key=value) compares against the experiment's value of that key
+    existing["seed-0"]["params"]["loop"] = {"iterations": {"1": {"prev": 0, "init": 0}, "3": {"prev": 2, "init": 0}}}
+    assert plan([0], ["+loop.iterations.3={prev: 2, init: 0}"], "seed", existing) == ([], [("seed-0", "done")])
+
+
+def test_restem_json_records_the_training_environment_outside_the_model_hash(tmp_path):
+    import torch
+
+    from restem.schemas.params import Params
+    from restem.training.modeling import build_char_tokenizer, build_model, read_meta, save_policy
+    from conftest import TINY
+
+    tok = build_char_tokenizer()
+    model = build_model(tok, Params.model_validate(TINY).base.model, seed=0)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = save_policy(model, tok, tmp_path / "a", {"iteration": 0})
+        torch.set_num_threads(2)
+        two = save_policy(model, tok, tmp_path / "b", {"iteration": 0})
+    finally:
+        torch.set_num_threads(before)
+    env = read_meta(tmp_path / "a").environment
+    assert env["torch"] == torch.__version__ and env["threads"] == 1 and env["device"] == "cpu" and env["cpu"]
+    assert read_meta(tmp_path / "b").environment["threads"] == 2
+    # same weights, other thread count: the same model_hash (so the same sample ids downstream); only restem.json
+    # differs
+    assert one.model_hash == two.model_hash
+    assert (tmp_path / "a/restem.json").read_bytes() != (tmp_path / "b/restem.json").read_bytes()

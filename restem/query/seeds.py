@@ -42,28 +42,30 @@ def seed_overrides(seed: int, sets: list[str] = (), keys: tuple[str, ...] = SEED
     out = {key: str(seed) for key in keys}
     for item in sets:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not re.fullmatch(r"[A-Za-z_][\w.]*", key.strip()):
+        if not sep or not re.fullmatch(r"\+?[A-Za-z_][\w.]*", key.strip()):  # +key: add a new key (dvc -S)
             raise RestemError(f"--set {item!r}: give key=value with a dotted params key, e.g. "
                               "--set reward_model.seed={seed}")
         out[key.strip()] = value.strip().replace("{seed}", str(seed))
     return out
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, str]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+def _lookup(tree: dict, dotted: str):
+    """The value at a dotted params key (`loop.iterations.3` -> a mapping), None where it is absent."""
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
 
 
 def existing_experiments(root: Path) -> dict[str, dict]:
-    """Experiments of the current commit by name: {name: {"state": ..., "params": {dotted key: value}}}, from
+    """Experiments of the current commit by name: {name: {"state": ..., "params": params.yaml as a tree}}, from
     `dvc exp show --json` (params of params.yaml only)."""
-    proc = subprocess.run(["dvc", "exp", "show", "--json", "--no-fetch"], cwd=root, capture_output=True,
-                          text=True)
+    try:
+        proc = subprocess.run(["dvc", "exp", "show", "--json", "--no-fetch"], cwd=root, capture_output=True,
+                              text=True)
+    except FileNotFoundError:
+        raise RestemError("dvc: not found on PATH; activate restem's environment (it installs dvc)") from None
     if proc.returncode != 0:
         raise RestemError(f"dvc exp show failed in {root}: {proc.stderr.strip() or proc.stdout.strip()}; "
                           "run it inside a git + DVC project with at least one commit")
@@ -76,7 +78,7 @@ def existing_experiments(root: Path) -> dict[str, dict]:
                 params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
                 state = (exp_range.get("executor") or {}).get("state")  # none once an experiment is done
                 if name:
-                    found[name] = {"state": state and state.lower(), "params": _flatten(params)}
+                    found[name] = {"state": state and state.lower(), "params": params}
     return found
 
 
@@ -90,6 +92,8 @@ def _same(value, wanted: str) -> bool:
 def plan(seeds: list[int], sets: list[str], prefix: str, existing: dict[str, dict]) -> tuple[list, list]:
     """(to_queue: [(name, overrides)], skipped: [(name, why)]). An existing experiment of a seed with other
     params is an error naming the differing key."""
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", prefix):
+        raise RestemError(f"--prefix {prefix!r}: use letters, digits, '_', '.', '-' (it names git refs)")
     to_queue, skipped = [], []
     for seed in seeds:
         name, overrides = f"{prefix}-{seed}", seed_overrides(seed, sets)
@@ -97,10 +101,10 @@ def plan(seeds: list[int], sets: list[str], prefix: str, existing: dict[str, dic
             to_queue.append((name, overrides))
             continue
         have = existing[name]
-        differ = [k for k, v in overrides.items() if not _same(have["params"].get(k), v)]
+        differ = [k for k, v in overrides.items() if not _same(_lookup(have["params"], k.lstrip("+")), v)]
         if differ:
             key = differ[0]
-            raise RestemError(f"experiment {name} exists with {key}={have['params'].get(key)!r}, not "
+            raise RestemError(f"experiment {name} exists with {key}={_lookup(have['params'], key.lstrip('+'))!r}, not "
                               f"{overrides[key]!r}; choose another --prefix or remove it (`dvc exp remove {name}`)")
         if have["state"] in _PRESENT:
             skipped.append((name, "queued" if have["state"] in ("queued", "running") else "done"))
