@@ -76,7 +76,7 @@ def _write_run(root, values: dict[str, dict[str, float]]):
     folder.mkdir(parents=True)
     for ref, tests in values.items():
         (folder / f"iter{ref}.json").write_text(json.dumps({"iteration": int(ref), "test": {
-            t: {"pass@1": v, "n": 200} for t, v in tests.items()}}))
+            t: {"pass@1": v, "maj@8": v / 2, "n": 200} for t, v in tests.items()}}))
     return root
 
 
@@ -97,22 +97,29 @@ def test_report_over_three_hand_made_runs(tmp_path):
     p = rows[("2", "in_dist", "pass@1")]
     assert p["n"] == 3 and p["mean"] == pytest.approx((0.76 + 0.98 + 0.99) / 3, abs=1e-6)
     assert (p["min"], p["max"]) == (0.76, 0.99)
-    g = rows[("2", "in_dist", "gain")]
+    g = rows[("2", "in_dist", "pass@1 gain")]
     gains = [0.76 - 0.29, 0.98 - 0.715, 0.99 - 0.83]
     assert g["mean"] == pytest.approx(statistics.mean(gains), abs=1e-6)
     assert g["std"] == pytest.approx(statistics.stdev(gains), abs=1e-6)
     half = 4.302653 * statistics.stdev(gains) / math.sqrt(3)
     assert g["ci_low"] == pytest.approx(statistics.mean(gains) - half, abs=1e-5)
     # paired per seed: narrower than what the unpaired spread of iteration 2 and the base would give
-    h = rows[("1", "harder", "gain")]
+    h = rows[("1", "harder", "pass@1 gain")]
     assert h["mean"] == pytest.approx(-0.075, abs=1e-6) and h["ci_high"] > 0 > h["ci_low"]
-    assert ("0", "in_dist", "gain") not in rows
+    assert ("0", "in_dist", "pass@1 gain") not in rows
+    maj = {(r["iteration"], r["test"], r["metric"]): r for r in seed_rows(
+        {name: read_iterations(tmp_path / name, "maj@8") for name in RUNS}, "maj@8")}
+    assert maj[("2", "in_dist", "maj@8 gain")]["mean"] == pytest.approx(statistics.mean(gains) / 2, abs=1e-6)
 
 
 def test_report_reads_working_trees_and_labels_runs(tmp_path):
     _write_run(tmp_path, RUNS["seed-1"])
     rows = report(tmp_path, [None], bootstrap=False)
     assert rows == []  # one run, no bootstrap asked: nothing over seeds to say
+    with pytest.raises(RestemError, match="--metric 'pass@9': not in"):
+        report(tmp_path, [None, None], metric="pass@9")
+    with pytest.raises(RestemError, match="the bootstrap over test problems is of greedy pass@1"):
+        report(tmp_path, [None], metric="maj@8")
     with pytest.raises(RestemError, match="no runs to report"):
         report(tmp_path, [])
 
@@ -150,7 +157,7 @@ def test_bootstrap_rows_on_a_hand_made_eval_table(tmp_path):
     assert rows == again
     by = {(r["iteration"], r["metric"]): r for r in rows}
     assert by[("0", "pass@1")]["mean"] == 0.25 and by[("1", "pass@1")]["mean"] == 0.5
-    gain = by[("1", "gain")]
+    gain = by[("1", "pass@1 gain")]
     assert gain["mean"] == 0.25 and gain["n"] == 40
     for r in rows:
         assert r["ci_low"] <= r["mean"] <= r["ci_high"], r
@@ -167,6 +174,7 @@ def test_seed_overrides_and_queue_plan():
         seed_overrides(1, ["oops"])
     assert queue_command("seed-3", {"grow.seed": "3"}) == ["dvc", "exp", "run", "--queue", "-n", "seed-3", "-S",
                                                           "grow.seed=3"]
+    assert queue_command("t1-3", {}, force=True) == ["dvc", "exp", "run", "--queue", "-n", "t1-3", "-f"]
     assert _seed_list(["0-2", "5,7"]) == [0, 1, 2, 5, 7]
     with pytest.raises(RestemError, match="given twice"):
         _seed_list(["0-2", "1"])

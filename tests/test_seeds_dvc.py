@@ -60,15 +60,17 @@ def test_two_seeds_as_experiments_resume_and_report(tmp_path):
         assert row["min"] <= row["mean"] <= row["max"]
         if ref != "0":
             gain = [metrics[s][(ref, test)] - metrics[s][("0", test)] for s in ("seed-0", "seed-1")]
-            assert by[(ref, test, "gain")]["mean"] == pytest.approx(sum(gain) / 2, abs=1e-6)
+            assert by[(ref, test, "pass@1 gain")]["mean"] == pytest.approx(sum(gain) / 2, abs=1e-6)
 
     # one run: a bootstrap over its test problems, whose point estimate is Evaluate's own pass@1
     csv = _restem("seeds", "report", "--rev", "seed-1", "--resamples", "500", "--format", "csv", cwd=root)
-    lines = csv.strip().splitlines()
-    assert lines[0] == "run,iteration,test,metric,n,mean,std,min,max,ci_low,ci_high,method"
-    for line in lines[1:]:
-        run, ref, test, metric, n, mean, _, _, _, low, high, method = line.split(",")
-        assert run == "seed-1" and method.startswith("bootstrap (500")
+    import csv as csv_module
+
+    lines = list(csv_module.reader(csv.strip().splitlines()))
+    assert lines[0] == "run,iteration,test,metric,n,mean,std,min,max,ci_low,ci_high,method".split(",")
+    assert len(lines) == 1 + 2 * 2 + 1 * 2  # per test set: pass@1 of the base and iteration 1, the gain of 1
+    for run, ref, test, metric, n, mean, _, _, _, low, high, method in lines[1:]:
+        assert run == "seed-1" and method.startswith("bootstrap 500x seed 0")
         assert float(low) <= float(mean) <= float(high)
         if metric == "pass@1":
             assert float(mean) == pytest.approx(metrics["seed-1"][(ref, test)], abs=1e-6)

@@ -113,8 +113,10 @@ def plan(seeds: list[int], sets: list[str], prefix: str, existing: dict[str, dic
     return to_queue, skipped
 
 
-def queue_command(name: str, overrides: dict[str, str]) -> list[str]:
-    cmd = ["dvc", "exp", "run", "--queue", "-n", name]
+def queue_command(name: str, overrides: dict[str, str], force: bool = False) -> list[str]:
+    """`dvc exp run --queue` of one seed; `force` (-f): every stage runs, none is taken from the run cache or the
+    baseline's outputs (needed when what differs is untracked by DVC, e.g. runtime.threads)."""
+    cmd = ["dvc", "exp", "run", "--queue", "-n", name] + (["-f"] if force else [])
     for key, value in overrides.items():
         cmd += ["-S", f"{key}={value}"]
     return cmd
@@ -126,6 +128,8 @@ def run_seeds_command(
     prefix: str = typer.Option("seed", "--prefix", help="experiment names are <prefix>-<seed>"),
     jobs: int = typer.Option(1, "--jobs", "-j", help="experiments run at once (each uses runtime.threads)"),
     run: bool = typer.Option(True, "--run/--queue-only", help="run the queue after queueing"),
+    force: bool = typer.Option(False, "--force", "-f", help="run every stage of a new experiment, reusing no "
+                               "output of equal params (to compare what DVC does not track, e.g. runtime.threads)"),
 ) -> None:
     """Queue the pipeline once per seed as DVC experiments and run them; done seeds are not queued again."""
     from restem.cli.errors import user_errors
@@ -135,7 +139,7 @@ def run_seeds_command(
     for name, why in skipped:
         typer.echo(f"{name}: {why}, not queued again")
     for name, overrides in to_queue:
-        cmd = queue_command(name, overrides)
+        cmd = queue_command(name, overrides, force)
         typer.echo(" ".join(cmd))
         if subprocess.call(cmd):
             raise typer.Exit(1)
@@ -176,13 +180,16 @@ def _run_folder(root: Path, rev: Optional[str], bootstrap: bool) -> Iterator[Pat
         yield folder
 
 
-def read_iterations(folder: Path) -> dict[str, dict]:
-    """{model ref: {test set: pass@1}} from `metrics/iterations/iter<ref>.json` below `folder`."""
+def read_iterations(folder: Path, metric: str = "pass@1") -> dict[str, dict]:
+    """{model ref: {test set: metric}} from `metrics/iterations/iter<ref>.json` below `folder`."""
     files = sorted((folder / ITERATION_METRICS).glob("iter*.json"))
     if not files:
         raise RestemError(f"{folder / ITERATION_METRICS}: no iteration metrics; has the pipeline run there?")
-    return {str(m["iteration"]): {t: v["pass@1"] for t, v in m["test"].items()}
-            for m in (json.loads(p.read_text()) for p in files)}
+    found = [json.loads(p.read_text()) for p in files]
+    names = sorted({k for m in found for v in m["test"].values() for k, x in v.items() if isinstance(x, (int, float))})
+    if metric not in names:
+        raise RestemError(f"--metric {metric!r}: not in {folder / ITERATION_METRICS}; choose one of {names}")
+    return {str(m["iteration"]): {t: v.get(metric) for t, v in m["test"].items()} for m in found}
 
 
 def greedy_correct(folder: Path, ref: str) -> dict[str, dict[str, bool]]:
@@ -204,8 +211,8 @@ def greedy_correct(folder: Path, ref: str) -> dict[str, dict[str, bool]]:
     return out
 
 
-def seed_rows(runs: dict[str, dict[str, dict]], level: float = 0.95) -> list[dict]:
-    """Per model and test set, pass@1 over runs (mean, spread, t interval) and its gain over the base of the
+def seed_rows(runs: dict[str, dict[str, dict]], metric: str = "pass@1", level: float = 0.95) -> list[dict]:
+    """Per model and test set, `metric` over runs (mean, spread, t interval) and its gain over the base of the
     same run (paired). `runs`: {label: read_iterations(...)}."""
     from restem.schemas.refs import ref_order
     from restem.stats import mean_interval
@@ -216,11 +223,11 @@ def seed_rows(runs: dict[str, dict[str, dict]], level: float = 0.95) -> list[dic
         tests = sorted({t for it in runs.values() for t in it.get(ref, {})})
         for test in tests:
             have = [it for it in runs.values() if it.get(ref, {}).get(test) is not None]
-            rows.append(_row(ref, test, "pass@1", f"seeds (t {level:.0%})",
+            rows.append(_row(ref, test, metric, f"t {level:.0%} over seeds",
                              mean_interval([it[ref][test] for it in have], level)))
             paired = [it for it in have if ref != "0" and it.get("0", {}).get(test) is not None]
             if paired:
-                rows.append(_row(ref, test, "gain", f"seeds (t {level:.0%}, paired)",
+                rows.append(_row(ref, test, f"{metric} gain", f"t {level:.0%} over seeds paired",
                                  mean_interval([it[ref][test] - it["0"][test] for it in paired], level)))
     return rows
 
@@ -232,7 +239,7 @@ def bootstrap_rows(folder: Path, refs: list[str], resamples: int, seed: int, lev
 
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     tables = {ref: greedy_correct(folder, ref) for ref in refs}
-    method = f"bootstrap ({resamples}, seed {seed})"
+    method = f"bootstrap {resamples}x seed {seed}"
     rows = []
     for ref in refs:
         for test, by_problem in sorted(tables[ref].items()):
@@ -247,7 +254,7 @@ def bootstrap_rows(folder: Path, refs: list[str], resamples: int, seed: int, lev
                     raise RestemError(f"{EVAL}/iter{ref} and iter0 ({test}): not the same test problems")
                 g = bootstrap_interval({"x": col, "b": [float(base[i]) for i in ids]},
                                        lambda c: mean(c["x"]) - mean(c["b"]), resamples, seed, level)
-                rows.append(_row(ref, test, "gain", method + " paired",
+                rows.append(_row(ref, test, "pass@1 gain", method + " paired",
                                  {"n": len(ids), "mean": g["estimate"], "ci_low": g["ci_low"], "ci_high": g["ci_high"]}))
     return rows
 
@@ -260,25 +267,28 @@ def _row(ref: str, test: str, metric: str, method: str, s: dict) -> dict:
 
 
 def report(root: Path, revs: list[Optional[str]], resamples: int = 2000, seed: int = 0,
-           bootstrap: Optional[bool] = None) -> list[dict]:
+           bootstrap: Optional[bool] = None, metric: str = "pass@1") -> list[dict]:
     """The report's rows over the runs `revs` (None: the working tree). Over seeds when there are two or more
     runs; a bootstrap over test problems when there is one (or `bootstrap` is True: then per run, labelled)."""
     if not revs:
         raise RestemError("no runs to report: run `restem seeds run --seeds ...` first, or name runs with --rev "
                           "(or --workspace)")
     boot = len(revs) == 1 if bootstrap is None else bootstrap
+    if boot and metric != "pass@1":
+        raise RestemError(f"--metric {metric}: the bootstrap over test problems is of greedy pass@1; give two or "
+                          "more runs, or --no-bootstrap")
     runs, rows = {}, []
     for rev in revs:
         label = rev or "workspace"
         with _run_folder(root, rev, boot) as folder:
-            runs[label] = read_iterations(folder)
+            runs[label] = read_iterations(folder, metric)
             if boot:
                 from restem.schemas.refs import ref_order
 
                 for row in bootstrap_rows(folder, sorted(runs[label], key=ref_order), resamples, seed):
                     rows.append({"run": label, **row})
     if len(revs) > 1:
-        rows = [{"run": f"{len(revs)} runs", **row} for row in seed_rows(runs)] + rows
+        rows = [{"run": f"{len(revs)} runs", **row} for row in seed_rows(runs, metric)] + rows
     return rows
 
 
@@ -291,6 +301,8 @@ def report_seeds_command(
                                              "problems per run (default: only when there is one run)"),
     resamples: int = typer.Option(2000, "--resamples", help="bootstrap resamples"),
     seed: int = typer.Option(0, "--seed", help="seed of the bootstrap's resampling"),
+    metric: str = typer.Option("pass@1", "--metric", help="over seeds: any number of the iteration metrics, "
+                               "e.g. pass@8, maj@8, pass@1_sampled"),
     fmt: str = typer.Option("table", "--format", help="table | csv | json"),
 ) -> None:
     """pass@1 per iteration and test set over seeds (mean, std, min, max, 95 % t interval) and its gain over the
@@ -312,7 +324,7 @@ def report_seeds_command(
             runs = sorted(done, key=lambda n: int(pattern.match(n).group(1)))
         if workspace:
             runs.append(None)
-        rows = report(Path("."), runs, resamples, seed, bootstrap)
+        rows = report(Path("."), runs, resamples, seed, bootstrap, metric)
     render(pa.Table.from_pylist(rows), fmt)
 
 
