@@ -1,7 +1,8 @@
 """Statistics, each kept once: `auc` serves the reward model's held-out figure (`metrics/reward.json`) and,
 registered as a DuckDB function by `restem.query.sql`, the `reward-model` audit and any `restem sql` query;
 `pass_at_k` (the unbiased estimator, Chen et al. 2021), `majority_correct` (maj@k) and `summarise` make
-Evaluate's metrics.
+Evaluate's metrics; `t_quantile`, `mean_interval` (over seeds) and `bootstrap_interval` (over test problems)
+make the intervals of `restem seeds report`.
 """
 
 from __future__ import annotations
