@@ -114,10 +114,17 @@ def test_report_over_three_hand_made_runs(tmp_path):
 
 def test_report_reads_working_trees_and_labels_runs(tmp_path):
     _write_run(tmp_path, RUNS["seed-1"])
-    rows = report(tmp_path, [None], bootstrap=False)
-    assert rows == []  # one run, no bootstrap asked: nothing over seeds to say
+    with pytest.raises(RestemError, match="one run .the working tree. and --no-bootstrap"):
+        report(tmp_path, [None], bootstrap=False)
+    with pytest.raises(RestemError, match=r"runs given twice: \['workspace'\]"):
+        report(tmp_path, [None, None])
+    # two runs with equal numbers: zero spread, an interval of no width
+    same = read_iterations(tmp_path)
+    rows = {(r["iteration"], r["test"], r["metric"]): r for r in seed_rows({"a": same, "b": same})}
+    assert rows[("1", "in_dist", "pass@1")]["n"] == 2 and rows[("1", "in_dist", "pass@1")]["std"] == 0
+    assert rows[("1", "in_dist", "pass@1 gain")]["ci_low"] == rows[("1", "in_dist", "pass@1 gain")]["ci_high"]
     with pytest.raises(RestemError, match="--metric 'pass@9': not in"):
-        report(tmp_path, [None, None], metric="pass@9")
+        read_iterations(tmp_path, "pass@9")
     with pytest.raises(RestemError, match="the bootstrap over test problems is of greedy pass@1"):
         report(tmp_path, [None], metric="maj@8")
     with pytest.raises(RestemError, match="no runs to report"):

@@ -273,13 +273,19 @@ def report(root: Path, revs: list[Optional[str]], resamples: int = 2000, seed: i
     if not revs:
         raise RestemError("no runs to report: run `restem seeds run --seeds ...` first, or name runs with --rev "
                           "(or --workspace)")
+    labels = [rev or "workspace" for rev in revs]
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    if twice:
+        raise RestemError(f"runs given twice: {twice}; each run counts once")
     boot = len(revs) == 1 if bootstrap is None else bootstrap
+    if not boot and len(revs) == 1:
+        raise RestemError(f"one run ({revs[0] or 'the working tree'}) and --no-bootstrap: nothing to report; give "
+                          "two or more runs (--rev), or let it bootstrap over the test problems")
     if boot and metric != "pass@1":
         raise RestemError(f"--metric {metric}: the bootstrap over test problems is of greedy pass@1; give two or "
                           "more runs, or --no-bootstrap")
     runs, rows = {}, []
-    for rev in revs:
-        label = rev or "workspace"
+    for rev, label in zip(revs, labels):
         with _run_folder(root, rev, boot) as folder:
             runs[label] = read_iterations(folder, metric)
             if boot:
@@ -294,7 +300,8 @@ def report(root: Path, revs: list[Optional[str]], resamples: int = 2000, seed: i
 
 def report_seeds_command(
     revs: list[str] = typer.Option([], "--rev", help="a run to include: git revision or DVC experiment name "
-                                   "(repeatable); default: the experiments named <prefix>-<seed>"),
+                                   "(repeatable); default (no --rev, no --workspace): the experiments "
+                                   "named <prefix>-<seed>"),
     workspace: bool = typer.Option(False, "--workspace", help="include the working tree's outputs as a run"),
     prefix: str = typer.Option("seed", "--prefix", help="experiments <prefix>-<n> are the default runs"),
     bootstrap: Optional[bool] = typer.Option(None, "--bootstrap/--no-bootstrap", help="bootstrap over test "
@@ -317,7 +324,7 @@ def report_seeds_command(
         if resamples < 100:
             raise RestemError(f"--resamples {resamples}: use at least 100 (2000 is the default)")
         runs: list[Optional[str]] = list(revs)
-        if not runs:
+        if not runs and not workspace:  # default: the finished <prefix>-<n> experiments of this commit
             pattern = re.compile(rf"^{re.escape(prefix)}-(\d+)$")
             found = existing_experiments(Path("."))
             done = [n for n, e in found.items() if pattern.match(n) and e["state"] in (None, "success")]
