@@ -1,7 +1,8 @@
 """Statistics, each kept once: `auc` serves the reward model's held-out figure (`metrics/reward.json`) and,
 registered as a DuckDB function by `restem.query.sql`, the `reward-model` audit and any `restem sql` query;
 `pass_at_k` (the unbiased estimator, Chen et al. 2021), `majority_correct` (maj@k) and `summarise` make
-Evaluate's metrics.
+Evaluate's metrics; `t_quantile`, `mean_interval` (over seeds) and `bootstrap_interval` (over test problems)
+make the intervals of `restem seeds report`.
 """
 
 from __future__ import annotations
@@ -113,3 +114,86 @@ def pass_rates(samples: Sequence[dict], scores: Sequence[dict]) -> list[dict]:
             "pass_rate": correct / n, "majority_answer": winner, "majority_count": top, "majority_share": top / n,
         })
     return rows
+# ---- Intervals over seeds and over test problems (`restem seeds report`) ----
+# Student's t from its exact closed form for integer degrees of freedom (no scipy): df is always n - 1.
+
+
+def t_cdf(t: float, df: int) -> float:
+    """P(T <= t) for Student's t with integer `df` >= 1, from the finite trigonometric series in
+    theta = atan(t / sqrt(df)) (Abramowitz & Stegun 26.7.3/26.7.4); exact up to float rounding."""
+    if df < 1 or int(df) != df:
+        raise ValueError(f"t_cdf: df must be a positive integer, got {df}")
+    theta = math.atan(abs(t) / math.sqrt(df))
+    s, c2 = math.sin(theta), math.cos(theta) ** 2
+    if df % 2 == 0:  # A = sin(theta) * (1 + c2/2 + 1*3 c2^2/(2*4) + ... up to c2^((df-2)/2))
+        term, total = 1.0, 1.0
+        for j in range(1, df // 2):
+            term *= c2 * (2 * j - 1) / (2 * j)
+            total += term
+        two_sided = s * total
+    else:  # A = (2/pi) * (theta + sin cos (1 + 2/3 c2 + 2*4/(3*5) c2^2 + ... up to c2^((df-3)/2)))
+        term, total = 1.0, 1.0 if df > 1 else 0.0
+        for j in range(1, (df - 1) // 2):
+            term *= c2 * (2 * j) / (2 * j + 1)
+            total += term
+        two_sided = 2 / math.pi * (theta + s * math.cos(theta) * total)
+    return 0.5 + math.copysign(two_sided / 2, t)
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The t value with P(T <= t) = p (0 < p < 1), by bisection on `t_cdf` to 1e-12."""
+    if not 0 < p < 1:
+        raise ValueError(f"t_quantile: p must lie in (0, 1), got {p}")
+    if p < 0.5:
+        return -t_quantile(1 - p, df)
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:
+        hi *= 2
+    while hi - lo > 1e-12 * max(1.0, hi):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def mean_interval(values: Sequence[float], level: float = 0.95) -> dict:
+    """Mean, spread and the t confidence interval of the mean of `values` (one per seed):
+    {n, mean, std (sample, n-1), min, max, ci_low, ci_high}; the interval is null for n < 2."""
+    values = [float(v) for v in values]
+    n = len(values)
+    if not n:
+        raise ValueError("mean_interval: no values")
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    half = t_quantile(0.5 + level / 2, n - 1) * std / math.sqrt(n) if n > 1 else None
+    return {"n": n, "mean": mean, "std": std, "min": min(values), "max": max(values),
+            "ci_low": None if half is None else mean - half, "ci_high": None if half is None else mean + half}
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The q-quantile with linear interpolation between order statistics (numpy's default rule)."""
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    low = math.floor(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def bootstrap_interval(columns: dict[str, Sequence[float]], stat, resamples: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> dict:
+    """Percentile bootstrap over problems: `columns` are per-problem values in one problem order (for a paired
+    comparison, e.g. base and iteration correctness side by side), `stat(columns)` a number; every resample
+    draws the same problem indices for all columns. Returns {estimate, ci_low, ci_high, resamples, seed}."""
+    import random
+
+    sizes = {len(v) for v in columns.values()}
+    if len(sizes) != 1 or 0 in sizes:
+        raise ValueError(f"bootstrap_interval: columns need one common, non-zero length, got {sorted(sizes)}")
+    n = sizes.pop()
+    rng = random.Random(seed)  # Mersenne Twister: the same draws on every machine and Python 3 version
+    draws = []
+    for _ in range(resamples):
+        idx = [rng.randrange(n) for _ in range(n)]
+        draws.append(stat({name: [col[i] for i in idx] for name, col in columns.items()}))
+    tail = (1 - level) / 2
+    return {"estimate": stat(columns), "ci_low": quantile(draws, tail), "ci_high": quantile(draws, 1 - tail),
+            "resamples": resamples, "seed": seed}

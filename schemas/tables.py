@@ -200,6 +200,9 @@ class ModelMeta(BaseModel):
     adapter: Optional[AdapterBase] = Field(
         default=None, exclude_if=lambda v: v is None,  # full checkpoints keep their restem.json as it was
         description="set when the folder holds a LoRA adapter (peft) rather than whole weights: the model it applies to")
+    environment: dict = Field(
+        default_factory=dict, description="where it was trained: torch version, threads, CPU model, device (a "
+        "record only: not part of model_hash)")
 
 
 def truncated(sample: dict) -> bool:

@@ -166,6 +166,10 @@ def _mount_tools() -> None:
 
     app.command("export")(export_command)
 
+    from restem.query.seeds import seeds_app
+
+    app.add_typer(seeds_app, name="seeds")
+
 
 _mount_tools()
 

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from restem.schemas.errors import RestemError
 from restem.schemas.refs import PATTERN as REF
@@ -42,8 +42,9 @@ def wanted(path: str) -> bool:
 
 
 @contextmanager
-def materialise_rev(root: Path, rev: str) -> Iterator[Path]:
-    """A temp folder holding the workspace files of `rev` (git revision or DVC experiment name).
+def materialise_rev(root: Path, rev: str, only: Callable[[str], bool] = wanted) -> Iterator[Path]:
+    """A temp folder holding the workspace files of `rev` (git revision or DVC experiment name): those of
+    `wanted` (repo-relative paths), or of `only`, a narrower choice (`restem seeds report` reads metrics only).
 
     Reads through DVC's file system (git objects + DVC cache), so nothing is checked out; the
     folder is deleted on exit. Model checkpoints are never copied (only restem.json).
@@ -66,7 +67,7 @@ def materialise_rev(root: Path, rev: str) -> Iterator[Path]:
                     continue
                 for path in fs.find(base):
                     rel = path.lstrip("/")[len(prefix):]
-                    if wanted(rel):
+                    if wanted(rel) and only(rel):
                         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                         fs.get_file(path, str(tmp / rel))
                         copied += 1

@@ -137,7 +137,8 @@ def models_table(files: list[tuple[Optional[Ref], Path]]) -> pa.Table:
             "training_data": meta.get("training_data"),
             "params": json.dumps(meta.get("params") or {}, sort_keys=True),
             "train_steps": log[-1].get("step") if log else None,
-            "final_loss": log[-1].get("loss") if log else None, "path": str(path),
+            "final_loss": log[-1].get("loss") if log else None,
+            "environment": json.dumps(meta.get("environment") or {}, sort_keys=True), "path": str(path),
         })
     return pa.Table.from_pylist(rows, schema=MODELS_SCHEMA)
 

@@ -24,7 +24,7 @@ from restem.schemas.tables import Budget, Kept, ModelMeta, PassRate, Problem, Re
 MODELS_SCHEMA = pa.schema([
     ("iteration", pa.int64()), ("model_hash", pa.string()), ("parent", pa.string()), ("checkpoint", pa.string()),
     ("training_data", pa.string()), ("params", pa.string()), ("train_steps", pa.int64()),
-    ("final_loss", pa.float64()), ("path", pa.string()), ("ref", pa.string()),
+    ("final_loss", pa.float64()), ("environment", pa.string()), ("path", pa.string()), ("ref", pa.string()),
 ])
 METRICS_SCHEMA = pa.schema([
     ("iteration", pa.int64()), ("model", pa.string()), ("subset", pa.string()), ("metric", pa.string()),
@@ -118,7 +118,8 @@ VIEWS: list[View] = [
         "model_hash": _META["model_hash"], "parent": _META["parent"], "checkpoint": _META["checkpoint"],
         "training_data": _META["training_data"], "params": _META["params"] + " (JSON)",
         "train_steps": "optimizer steps of its training (NULL: not trained here)",
-        "final_loss": "the last logged training loss", "path": "the restem.json file", "ref": _REF})),
+        "final_loss": "the last logged training loss", "environment": _META["environment"] + " (JSON; {} before it "
+        "was recorded)", "path": "the restem.json file", "ref": _REF})),
     View("metrics", "metrics/iterations/iter<ref>.json, one row per number", _schema_columns(METRICS_SCHEMA, {
         "iteration": "iteration number of the model evaluated", "model": "its model_hash",
         "subset": "test set (e.g. 'in_dist'); NULL for the file's top-level numbers",

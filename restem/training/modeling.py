@@ -198,6 +198,25 @@ def stored_dtype(folder: Path) -> str:
     return value if value in ("float32", "bfloat16", "float16") else "float32"
 
 
+def training_environment(model: "PreTrainedModel") -> dict:
+    """What the weights' float rounding may depend on: torch version, its thread count, the CPU model and the
+    device the model sits on (the GPU's name on CUDA). Recorded in restem.json, beside the lineage."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    device = next(model.parameters()).device
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu, "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "python": platform.python_version()}
+
+
 def save_policy(
     model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", folder: Path, meta: dict, dtype: str | None = None,
     state_dict: dict | None = None,
@@ -210,7 +229,13 @@ def save_policy(
     see `train_loop`'s `full_state`).
 
     A peft model with `meta["adapter"]` (an AdapterBase: the model it applies to) saves only its adapter; its
-    model_hash then covers the adapter's files and the base's hash, so it names the whole model."""
+    model_hash then covers the adapter's files and the base's hash, so it names the whole model.
+
+    restem.json records the training environment too. model_hash is taken before restem.json is written (and
+    folder_hash skips it), so the hash and every downstream sample id stay the same across machines when the
+    weights do; only restem.json's bytes differ, so DVC's hash of the whole models/iter<i> output differs
+    between machines (or thread counts) even for equal weights. That is honest: it says where a model came from.
+    """
     from restem.schemas.io import atomic_dir
 
     if dtype is not None:
@@ -230,6 +255,6 @@ def save_policy(
         tokenizer.save_pretrained(tmp)
         files = folder_hash(tmp)
         written = ModelMeta(model_hash=files if adapter is None else content_hash("adapter", files, adapter.base_hash),
-                            **meta)
+                            **{"environment": training_environment(model), **meta})
         write_json(tmp / META_FILE, json.loads(written.model_dump_json()))
     return written
