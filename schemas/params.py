@@ -550,13 +550,30 @@ def _describe(error: dict) -> str:
     return f"{loc}: {error['msg']} (got {error.get('input')!r})"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error: plain YAML loading keeps
+    the last one silently, so a second `adapter:` line added above the first would be ignored."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark,
+                    f"key {key!r} appears twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); keep one",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate the params file; every problem is listed with its dotted key."""
     path = Path(path)
     if not path.exists():
         raise RestemError(f"{path}: params file not found (run from the project root)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise RestemError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
