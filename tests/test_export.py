@@ -253,3 +253,17 @@ def test_card_records_the_math_answer_extraction(workspace, tmp_path):
     run(ws, tmp_path / "math", Selection(iterations=(1,)))
     assert "Math answer extraction (`score.extraction`, recorded in each score row's details): `lenient`" in \
         _card(tmp_path / "math")[1]
+
+
+def test_messages_hold_the_raw_question_not_the_rendered_prompt():
+    """A chat-templated run's samples carry the template's markup in `prompt`; the messages config's user turn is
+    the problem's question, so a trainer applying its chat template does not wrap the markup twice."""
+    from restem.publish.layout import TRACE_COLUMNS, shape_tables
+
+    rendered = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nWhat is 2+3?<|im_end|>\n" \
+               "<|im_start|>assistant\n"
+    row = {n: None for n, _, _ in TRACE_COLUMNS} | {"prompt": rendered, "completion": "5", "question": "What is 2+3?"}
+    tables = shape_tables([row])
+    assert tables["messages"].to_pylist()[0]["messages"] == [{"role": "user", "content": "What is 2+3?"},
+                                                             {"role": "assistant", "content": "5"}]
+    assert tables["prompt_completion"].to_pylist()[0]["prompt"] == rendered  # what the policy was given, as sampled

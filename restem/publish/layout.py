@@ -38,8 +38,10 @@ def shape_tables(rows: list[dict]) -> dict[str, pa.Table]:
     """The two SFT shapes of the same rows, in the same order."""
     trace = {n: [r[n] for r in rows] for n, _, _ in TRACE_COLUMNS}
     pc = {"prompt": [r["prompt"] for r in rows], "completion": [r["completion"] for r in rows], **trace}
-    chat = {"messages": [[{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["completion"]}]
-                         for r in rows], **trace}
+    # The user turn is the problem's raw question (`question`, from the problems table): a chat-templated prompt
+    # (params prompt.style: chat) would put the template's markup inside the turn, templated again when trained on.
+    chat = {"messages": [[{"role": "user", "content": r.get("question") or r["prompt"]},
+                          {"role": "assistant", "content": r["completion"]}] for r in rows], **trace}
     return {"prompt_completion": pa.table(pc, schema=SCHEMAS["prompt_completion"]),
             "messages": pa.table(chat, schema=SCHEMAS["messages"])}
 

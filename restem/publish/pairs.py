@@ -48,8 +48,8 @@ v AS (
   SELECT sample_id, count(*) AS verdicts, count(*) FILTER (WHERE verdict = 'correct') AS n_right,
          count(*) FILTER (WHERE verdict = 'incorrect') AS n_wrong
   FROM scores WHERE purpose = 'grow' AND NOT is_reward_model(verifier) GROUP BY 1),
-p AS (SELECT problem_id, any_value(difficulty) AS difficulty FROM problems GROUP BY 1)
-SELECT s.sample_id, s.problem_id, s.iteration, s.prompt, s.completion, p.difficulty,
+p AS (SELECT problem_id, any_value(difficulty) AS difficulty, any_value(prompt) AS question FROM problems GROUP BY 1)
+SELECT s.sample_id, s.problem_id, s.iteration, s.prompt, s.completion, p.difficulty, p.question,
        CASE WHEN v.n_right = v.verdicts THEN true WHEN v.n_right + v.n_wrong = v.verdicts THEN false END AS correct
 FROM samples s
 JOIN (SELECT DISTINCT sample_id FROM cand) c USING (sample_id)
@@ -133,7 +133,8 @@ def make_pairs(samples: list[dict], pairs_per_problem: int = DEFAULT_PAIRS_PER_P
         for i in range(min(pairs_per_problem, max(len(chosen), len(rejected)))):
             c, r = chosen[i % len(chosen)], rejected[i % len(rejected)]
             stats.pairs += 1
-            pairs.append({"prompt": c["prompt"], "chosen": c["completion"], "rejected": r["completion"],
+            pairs.append({"prompt": c["prompt"], "question": c.get("question") or c["prompt"],
+                          "chosen": c["completion"], "rejected": r["completion"],
                           "problem_id": key[1], "chosen_sample_id": c["sample_id"],
                           "rejected_sample_id": r["sample_id"], "iteration": key[0], "difficulty": c["difficulty"]})
     return pairs, per_iteration
@@ -147,7 +148,9 @@ def pair_tables(rows: list[dict]) -> dict[str, pa.Table]:
     def turn(role: str, text: str) -> list[dict]:
         return [{"role": role, "content": text}]
 
-    chat = {"prompt": [turn("user", r["prompt"]) for r in rows],
+    # The user turn is the problem's raw question: a chat-templated prompt (params prompt.style: chat) would carry
+    # the template's markup into a conversation that gets templated again when trained on.
+    chat = {"prompt": [turn("user", r.get("question") or r["prompt"]) for r in rows],
             "chosen": [turn("assistant", r["chosen"]) for r in rows],
             "rejected": [turn("assistant", r["rejected"]) for r in rows]}
     return {"preference": pa.table({**plain, **lineage}, schema=PAIR_SCHEMAS["preference"]),

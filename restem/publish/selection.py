@@ -73,9 +73,10 @@ sc AS (
 k AS (SELECT sample_id, arg_min(rule, ref) AS rule, arg_min(reward, ref) AS reward, arg_min(prompt, ref) AS prompt
       FROM kept
       {kept_refs} GROUP BY 1),
-p AS (SELECT problem_id, any_value(difficulty) AS difficulty, any_value(source) AS source FROM problems GROUP BY 1)
+p AS (SELECT problem_id, any_value(difficulty) AS difficulty, any_value(source) AS source, any_value(prompt) AS question
+      FROM problems GROUP BY 1)
 SELECT s.sample_id, s.problem_id, s.iteration, s.purpose, coalesce(k.prompt, s.prompt) AS prompt, s.completion, s.policy, s.engine,
-       s.temperature, s.seed, p.difficulty, p.source, sc.verifier, coalesce(k.reward, sc.score_reward) AS reward,
+       s.temperature, s.seed, p.difficulty, p.source, p.question, sc.verifier, coalesce(k.reward, sc.score_reward) AS reward,
        sc.steps_valid, k.rule, s.finish_reason, pr.pass_rate
 FROM (SELECT DISTINCT sample_id FROM sel) q
 JOIN samples s USING (sample_id)
