@@ -169,3 +169,24 @@ def test_vllm_greedy_equals_transformers_on_nope(nope_policy, tmp_path):
 
 if __name__ == "__main__":  # the child process of the vllm test (vLLM needs the guard: it may spawn workers)
     _vllm_child(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]))
+
+
+def test_nope_model_samples_past_its_max_positions():
+    """NoPE has no position limit, and length generalisation decodes past max_position_embeddings: the engine's
+    context rule (prompt + max_new_tokens must fit) applies to models with positions only. The easy-to-hard preset's
+    8-digit pool has 26-token prompts and max_new_tokens 40 on a 64-position config."""
+    from restem.sampling.engines import Request, SamplingParams, TransformersEngine
+    from restem.schemas.errors import RestemError
+    from restem.training.modeling import build_char_tokenizer, build_model
+
+    tok = build_char_tokenizer()
+    prompt = "1" * 40 + "+" + "2" * 10 + "="
+    n_prompt = len(tok(prompt)["input_ids"])
+    nope = build_model(tok, _arch("none"), seed=0)
+    limit = nope.config.max_position_embeddings
+    assert n_prompt + 40 > limit
+    out = TransformersEngine(nope, tok).generate([Request(prompt, 0, key="p")], SamplingParams(0.0, 40))
+    assert out[0].completion_tokens == 40  # an untrained model runs to the cap, past position `limit`
+    with pytest.raises(RestemError, match="exceeds the model's"):
+        TransformersEngine(build_model(tok, _arch("rope"), seed=0), tok).generate(
+            [Request(prompt, 0, key="p")], SamplingParams(0.0, 40))

@@ -255,7 +255,11 @@ class TransformersEngine:
 
         self.model, self.tokenizer, self.batch_size, self.noise = model, tokenizer, batch_size, noise
         self.end_ids = end_of_turn_ids(tokenizer, model)
-        self.max_len = getattr(model.config, "max_position_embeddings", None)
+        from restem.training.modeling import is_nope
+
+        # A model without positional encoding (NoPE, the easy-to-hard preset) has no position limit: generate
+        # decodes past max_position_embeddings, which is what length generalisation needs.
+        self.max_len = None if is_nope(model) else getattr(model.config, "max_position_embeddings", None)
         self.name = f"transformers {transformers.__version__}"
 
     def _batch(self, requests: Sequence[Request], sampling: SamplingParams) -> list[Completion]:
