@@ -262,6 +262,18 @@ def _params_block(params: dict) -> str:
     return "`" + json.dumps(params, sort_keys=True, separators=(", ", ": ")) + "`" if params else "not in dvc.lock"
 
 
+def files_lines(split_counts: dict[str, int], unit: str, jsonl: bool, config: str, after: tuple[str, ...] = ()
+                ) -> list[str]:
+    """The card's lines on splits and files, and how to load config `config` offline (`after`: more lines of that
+    snippet), shared by the SFT card and the preference-pair card."""
+    return ["Splits: " + ", ".join(f"`{k}` ({v} {unit})" for k, v in sorted(split_counts.items()) if v)
+            + (" (whole problems are assigned to one split by a hash of `problem_id`)" if len(split_counts) > 1 else "")
+            + ". Files are Parquet" + (", with the same rows as JSONL beside each shard" if jsonl else "") + ".", "",
+            "```python", "from datasets import load_dataset",
+            f"ds = load_dataset(\"parquet\", data_files={{\"train\": \"{config}/train-*.parquet\"}})",
+            *after, "```", ""]
+
+
 def card_body(sel: Selection, lin: dict, split_counts: dict[str, int], name: str, jsonl: bool) -> str:
     """The Markdown body: how to load it, the fields, and the lineage of the rows."""
     total = sum(split_counts.values())
@@ -279,13 +291,7 @@ def card_body(sel: Selection, lin: dict, split_counts: dict[str, int], name: str
            "- `messages`: `messages` = [{role: user, content: prompt}, {role: assistant, content: completion}], "
            "the conversational shape.",
            "- both also have " + ", ".join(f"`{n}` ({d})" for n, _, d in TRACE_COLUMNS) + ".", "",
-           "Splits: " + ", ".join(f"`{k}` ({v} rows)" for k, v in sorted(split_counts.items()) if v)
-           + (" (whole problems are assigned to one split by a hash of `problem_id`)" if len(split_counts) > 1 else "")
-           + ". Files are Parquet" + (", with the same rows as JSONL beside each shard" if jsonl else "") + ".", "",
-           "```python",
-           "from datasets import load_dataset",
-           "ds = load_dataset(\"parquet\", data_files={\"train\": \"prompt_completion/train-*.parquet\"})",
-           "```", "",
+           *files_lines(split_counts, "rows", jsonl, "prompt_completion"),
            "## Lineage", "",
            f"- Git revision: `{g['revision'] or 'not a git repository'}`"
            + ("" if g["dirty"] is None

@@ -228,7 +228,7 @@ def export_pairs(root, selection, per_problem: int, test_fraction: float, licens
 
 def pairs_card_body(selection, lin: dict, stats: dict[int, PairStats], split_counts: dict[str, int], name: str,
                     per_problem: int, jsonl: bool) -> str:
-    from restem.publish.card import _params_block, _table, contamination_lines
+    from restem.publish.card import _params_block, _table, contamination_lines, files_lines
     from restem.schemas.refs import Ref
 
     total = sum(split_counts.values())
@@ -245,12 +245,8 @@ def pairs_card_body(selection, lin: dict, stats: dict[int, PairStats], split_cou
            "- `preference_messages`: `prompt` = [{role: user, content}], `chosen` and `rejected` = [{role: "
            "assistant, content}]: the conversational preference format.",
            "- both also have " + ", ".join(f"`{n}` ({d})" for n, _, d in LINEAGE) + ".", "",
-           "Splits: " + ", ".join(f"`{k}` ({v} pairs)" for k, v in sorted(split_counts.items()) if v)
-           + (" (whole problems are assigned to one split by a hash of `problem_id`)" if len(split_counts) > 1 else "")
-           + ". Files are Parquet" + (", with the same rows as JSONL beside each shard" if jsonl else "") + ".", "",
-           "```python", "from datasets import load_dataset",
-           "ds = load_dataset(\"parquet\", data_files={\"train\": \"preference/train-*.parquet\"})",
-           "# trl.DPOTrainer(model=..., train_dataset=ds[\"train\"], ...)", "```", "",
+           *files_lines(split_counts, "pairs", jsonl, "preference",
+                        ("# trl.DPOTrainer(model=..., train_dataset=ds[\"train\"], ...)",)),
            "## Pairing", "",
            "Verdicts come from the verifier rows of `scores` (reward-model rows left out): a sample is correct when "
            "every verifier says correct, incorrect when each says correct or incorrect and one says incorrect; "
