@@ -73,8 +73,8 @@ sc AS (
 k AS (SELECT sample_id, arg_min(rule, ref) AS rule, arg_min(reward, ref) AS reward, arg_min(prompt, ref) AS prompt
       FROM kept
       {kept_refs} GROUP BY 1),
-p AS (SELECT problem_id, any_value(difficulty) AS difficulty, any_value(source) AS source, any_value(prompt) AS question
-      FROM problems GROUP BY 1)
+p AS (SELECT problem_id, min(difficulty) AS difficulty, min(source) AS source, any_value(prompt) AS question
+      FROM problems GROUP BY 1)  -- min: a problem in two files (demos and pool) gets one source, the same each run
 SELECT s.sample_id, s.problem_id, s.iteration, s.purpose, coalesce(k.prompt, s.prompt) AS prompt, s.completion, s.policy, s.engine,
        s.temperature, s.seed, p.difficulty, p.source, p.question, sc.verifier, coalesce(k.reward, sc.score_reward) AS reward,
        sc.steps_valid, k.rule, s.finish_reason, pr.pass_rate
