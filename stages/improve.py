@@ -27,7 +27,7 @@ from restem.workspace import iter_dir, log, model_dir
 from restem.sampling.engines import set_threads
 from restem.training.modeling import load_policy, model_hash, save_policy, stored_dtype
 from restem.training.data import demonstration_rows, training_rows
-from restem.training.sft import is_main_process, train_sft
+from restem.training.sft import context_length, is_main_process, train_sft
 
 
 
@@ -44,7 +44,7 @@ def run(params: Params, iteration: int | str, init: int | str, root: Path = Path
               if p.replay else [])
     # A distinct, reproducible shuffle per iteration (and step).
     train = p.model_copy(update={"seed": derive_seed(p.seed, iteration) % (2**31)})
-    max_len = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+    max_len = context_length(model)
     if adapter is not None:
         trainable = sum(t.numel() for t in model.parameters() if t.requires_grad)
         log(f"improve@{iteration}: LoRA adapter on {adapter.base}, {trainable:,} trainable parameters")
