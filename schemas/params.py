@@ -259,6 +259,10 @@ class BudgetParams(Section):
         "ceil(total_correct * fail_rate / sum of fail rates), fail rates from the first round of K samples")
     max_trials: int = Field(default=64, ge=1, description="uniform, prop2diff: most samples per problem (a multiple "
                             "of grow.samples_per_problem)")
+    total_samples: Optional[int] = Field(
+        default=None, ge=1, description="uniform, prop2diff: most samples the whole pool may take per iteration "
+        "(equal cost: K x pool size, what fixed K spends); when a round does not fit, the open problems missing the "
+        "most correct samples go first and the others stop as `spent`; null: no pool-wide limit")
 
 
 class GrowParams(Section):

@@ -179,8 +179,9 @@ class Budget(Row):
     correct: Optional[int] = Field(description="samples graded correct in Grow; null in fixed mode (not graded)")
     wanted: Optional[int] = Field(description="correct samples sought (uniform: k_correct; prop2diff: its share of "
                                   "total_correct); null in fixed mode")
-    stop: Literal["fixed", "reached", "capped"] = Field(
-        description="fixed: K samples, no grading; reached: `wanted` correct samples; capped: max_trials samples")
+    stop: Literal["fixed", "reached", "capped", "spent"] = Field(
+        description="fixed: K samples, no grading; reached: `wanted` correct samples; capped: max_trials samples; "
+        "spent: the pool's grow.budget.total_samples ran out first")
 
 
 class ModelMeta(BaseModel):

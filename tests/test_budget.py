@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from conftest import TINY
 from restem.sampling.budget import run_rounds, wanted_by_fail_rate
+from restem.schemas.errors import RestemError
 from restem.schemas.hashing import derive_seed
 from restem.schemas.io import read_rows
 from restem.schemas.params import GrowParams, Params
@@ -75,6 +76,27 @@ def test_prop2diff_wants_correct_samples_in_proportion_to_fail_rate(tmp_path):
     got = {r.problem_id: (r.samples, r.correct, r.wanted, r.stop) for r in rows}
     # wanted: e 0 (closes after round 1), m and h ceil(6 * 1/2) = 3; m finds 6, 7 in round 2 and 9 in round 3
     assert got == {"e": (4, 4, 0, "reached"), "m": (12, 3, 3, "reached"), "h": (16, 0, 3, "capped")}
+
+
+def test_total_samples_caps_the_pool_and_serves_the_most_missing_first(tmp_path, monkeypatch):
+    # h right at 1 and 2 (2 of 3 wanted after round 1), m never right: m misses more, so m gets the one round left
+    monkeypatch.setitem(RIGHT, "h", {1, 2})
+    monkeypatch.setitem(RIGHT, "m", set())
+    calls = []
+    _, rows = rounds(fake_params(mode="uniform", k_correct=3, max_trials=12, total_samples=16), tmp_path / "r", calls)
+    assert calls == [(["e", "h", "m"], 0), (["m"], 4)]  # 12 + 4 = 16: h would come first by id, m by what it misses
+    got = {r.problem_id: (r.samples, r.correct, r.stop) for r in rows}
+    assert got == {"e": (4, 4, "reached"), "h": (4, 2, "spent"), "m": (8, 0, "spent")}
+    assert sum(r.samples for r in rows) <= 16
+    # without the cap the same pool spends 4 + 12 + 12 = 28
+    _, free = rounds(fake_params(mode="uniform", k_correct=3, max_trials=12), tmp_path / "free")
+    assert sum(r.samples for r in free) == 28
+
+
+def test_total_samples_below_one_round_is_an_error(tmp_path):
+    with pytest.raises(RestemError, match="total_samples 8 is less than one round.*12"):
+        rounds(fake_params(mode="uniform", k_correct=3, max_trials=12, total_samples=8), tmp_path / "r")
+    assert not list((tmp_path / "r").glob("*.parquet"))
 
 
 def test_budget_params_are_checked():

@@ -10,6 +10,11 @@
   round, not taken from the previous iteration's pass_rates.parquet: the policy that samples now is the one
   whose difficulty counts, and a first iteration has no earlier table. A problem every first-round sample
   solves wants 0 more and closes at once.
+- `total_samples` (either mode): samples the whole pool may spend in this iteration, so that methods are
+  compared at equal cost (e.g. K x pool size, what fixed K spends). The first round samples every problem
+  (it must fit); when a later round does not fit, it samples only the open problems that miss the most
+  correct samples (wanted - correct, then fewest samples, then problem_id), as many as the rest allows, and the
+  others close with stop `spent`.
 
 Round r draws sample indices r*K .. r*K+K-1 (every open problem has had all earlier rounds), so sample_ids stay
 distinct and seeds derive from (seed, iteration, problem_id, index) as in fixed mode. Each round's rows are
@@ -26,6 +31,7 @@ from typing import Callable, Sequence
 
 import pyarrow as pa
 
+from restem.schemas.errors import RestemError
 from restem.schemas.hashing import content_hash
 from restem.schemas.io import read_table, write_rows
 from restem.schemas.params import BudgetParams, Params
@@ -67,7 +73,21 @@ def run_rounds(params: Params, iteration: int, problems: Sequence[dict], base_ke
     correct = dict(samples)
     wanted = {pid: b.k_correct for pid in samples} if b.mode == "uniform" else {}
     open_problems, tables, number = list(problems), [], 0
+    if b.total_samples is not None and b.total_samples < k * len(problems):
+        raise RestemError(f"grow.budget.total_samples {b.total_samples} is less than one round of "
+                          f"grow.samples_per_problem {k} for the {len(problems)} problems of iteration {iteration} "
+                          f"({k * len(problems)}): the first round samples every problem; raise total_samples or "
+                          "lower samples_per_problem")
     while open_problems:
+        if b.total_samples is not None:
+            fits = (b.total_samples - sum(samples.values())) // k
+            if fits < len(open_problems):  # the most-missing first; the rest close as `spent`
+                first = sorted(open_problems, key=lambda p: (correct[p["problem_id"]] - wanted[p["problem_id"]],
+                                                             samples[p["problem_id"]], p["problem_id"]))[:fits]
+                chosen = {p["problem_id"] for p in first}
+                open_problems = [p for p in open_problems if p["problem_id"] in chosen]
+                if not open_problems:
+                    break
         ids = [p["problem_id"] for p in open_problems]
         path = folder / f"round-{number:04d}-{round_key(base_key, b, number, ids)}.parquet"
         if path.exists():
@@ -88,13 +108,19 @@ def run_rounds(params: Params, iteration: int, problems: Sequence[dict], base_ke
         number += 1
     rows = [Budget(problem_id=pid, iteration=iteration, mode=b.mode, samples=samples[pid], rounds=samples[pid] // k,
                    correct=correct[pid], wanted=wanted[pid],
-                   stop="reached" if correct[pid] >= wanted[pid] else "capped") for pid in samples]
+                   stop=_stop(correct[pid], wanted[pid], samples[pid], b.max_trials)) for pid in samples]
     return tables, rows
+
+
+def _stop(correct: int, wanted: int, samples: int, max_trials: int) -> str:
+    if correct >= wanted:
+        return "reached"
+    return "capped" if samples >= max_trials else "spent"
 
 
 def summary(rows: Sequence[Budget], k: int) -> str:
     """One log line: total generated samples against a fixed K, and how problems stopped."""
     total = sum(r.samples for r in rows)
-    stops = {s: sum(r.stop == s for r in rows) for s in ("fixed", "reached", "capped")}
+    stops = {s: sum(r.stop == s for r in rows) for s in ("fixed", "reached", "capped", "spent")}
     return (f"{total} samples generated ({total / max(len(rows), 1):.2f} per problem; fixed K would be "
             f"{k * len(rows)}); " + ", ".join(f"{s} {n}" for s, n in stops.items() if n))
