@@ -131,6 +131,27 @@ def test_report_reads_working_trees_and_labels_runs(tmp_path):
         report(tmp_path, [])
 
 
+def test_report_over_workspace_folders_from_the_cli(tmp_path, monkeypatch):
+    """`restem seeds report --dir A --dir B`: runs in other workspaces (clones, other machines) join as runs."""
+    from typer.testing import CliRunner
+
+    from restem.cli.main import app
+
+    for name, values in RUNS.items():
+        _write_run(tmp_path / name, values)
+    monkeypatch.chdir(tmp_path)
+    args = ["seeds", "report", "--format", "json"] + [x for name in RUNS for x in ("--dir", name)]
+    got = CliRunner().invoke(app, args)
+    assert got.exit_code == 0, got.output
+    rows = {(r["iteration"], r["test"], r["metric"]): r for r in json.loads(got.output)}
+    want = {(r["iteration"], r["test"], r["metric"]): r for r in seed_rows(
+        {name: read_iterations(tmp_path / name) for name in RUNS})}
+    assert rows.keys() == want.keys() and all(rows[k]["mean"] == want[k]["mean"] for k in want)
+    assert rows[("2", "in_dist", "pass@1 gain")]["run"] == "3 runs"
+    bad = CliRunner().invoke(app, ["seeds", "report", "--dir", "seed-0", "--dir", "nowhere"])
+    assert bad.exit_code != 0 and "--dir" in bad.output and "nowhere" in bad.output
+
+
 def _eval_tables(root, correct: dict[str, list[bool]], test="in_dist"):
     """data/eval/iter<ref>/ and data/problems/test.parquet by hand: one greedy and one sampled row per problem."""
     from restem.schemas.io import write_rows

@@ -170,9 +170,15 @@ def _metrics_or_eval(bootstrap: bool):
 
 
 @contextmanager
-def _run_folder(root: Path, rev: Optional[str], bootstrap: bool) -> Iterator[Path]:
+def _run_folder(root: Path, rev, bootstrap: bool) -> Iterator[Path]:
     if rev is None:
         yield root
+        return
+    if isinstance(rev, Path):  # --dir: another workspace's outputs (a clone, another machine's copy)
+        if not (rev / ITERATION_METRICS).is_dir():
+            raise RestemError(f"--dir {rev}: no {ITERATION_METRICS}/ there; give the root of a workspace whose "
+                              "pipeline has run (its metrics/ and, for the bootstrap, data/eval/)")
+        yield rev
         return
     from restem.query.rev import materialise_rev
 
@@ -268,12 +274,12 @@ def _row(ref: str, test: str, metric: str, method: str, s: dict) -> dict:
 
 def report(root: Path, revs: list[Optional[str]], resamples: int = 2000, seed: int = 0,
            bootstrap: Optional[bool] = None, metric: str = "pass@1") -> list[dict]:
-    """The report's rows over the runs `revs` (None: the working tree). Over seeds when there are two or more
+    """The report's rows over the runs `revs` (None: the working tree; a Path: another workspace). Over seeds when there are two or more
     runs; a bootstrap over test problems when there is one (or `bootstrap` is True: then per run, labelled)."""
     if not revs:
         raise RestemError("no runs to report: run `restem seeds run --seeds ...` first, or name runs with --rev "
                           "(or --workspace)")
-    labels = [rev or "workspace" for rev in revs]
+    labels = [str(rev) if rev is not None else "workspace" for rev in revs]
     twice = sorted({x for x in labels if labels.count(x) > 1})
     if twice:
         raise RestemError(f"runs given twice: {twice}; each run counts once")
@@ -303,6 +309,8 @@ def report_seeds_command(
                                    "(repeatable); default (no --rev, no --workspace): the experiments "
                                    "named <prefix>-<seed>"),
     workspace: bool = typer.Option(False, "--workspace", help="include the working tree's outputs as a run"),
+    dirs: list[Path] = typer.Option([], "--dir", help="include another workspace's outputs as a run: its root "
+                                    "folder, e.g. a clone that ran one seed (repeatable)"),
     prefix: str = typer.Option("seed", "--prefix", help="experiments <prefix>-<n> are the default runs"),
     bootstrap: Optional[bool] = typer.Option(None, "--bootstrap/--no-bootstrap", help="bootstrap over test "
                                              "problems per run (default: only when there is one run)"),
@@ -323,14 +331,15 @@ def report_seeds_command(
         check_format(fmt)
         if resamples < 100:
             raise RestemError(f"--resamples {resamples}: use at least 100 (2000 is the default)")
-        runs: list[Optional[str]] = list(revs)
-        if not runs and not workspace:  # default: the finished <prefix>-<n> experiments of this commit
+        runs: list = list(revs)
+        if not runs and not workspace and not dirs:  # default: the finished <prefix>-<n> experiments of this commit
             pattern = re.compile(rf"^{re.escape(prefix)}-(\d+)$")
             found = existing_experiments(Path("."))
             done = [n for n, e in found.items() if pattern.match(n) and e["state"] in (None, "success")]
             runs = sorted(done, key=lambda n: int(pattern.match(n).group(1)))
         if workspace:
             runs.append(None)
+        runs += [d.resolve() for d in dirs]
         rows = report(Path("."), runs, resamples, seed, bootstrap, metric)
     render(pa.Table.from_pylist(rows), fmt)
 
