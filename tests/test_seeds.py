@@ -40,6 +40,23 @@ def test_mean_interval_known_values():
     assert one["mean"] == 0.5 and one["std"] is None and one["ci_low"] is None
     with pytest.raises(ValueError):
         mean_interval([])
+    # easy-to-hard, 8 digits after five iterations, three seeds: the t interval reaches below 0 unless cut
+    raw, cut = mean_interval([0.85, 0.48, 0.03]), mean_interval([0.85, 0.48, 0.03], bounds=(0.0, 1.0))
+    assert raw["ci_low"] < 0 < cut["ci_high"] and raw["ci_high"] > 1
+    assert (cut["ci_low"], cut["ci_high"]) == (0.0, 1.0) and cut["mean"] == raw["mean"]
+    tight = mean_interval([0.5, 0.52, 0.54], bounds=(0.0, 1.0))
+    assert (tight["ci_low"], tight["ci_high"]) == (mean_interval([0.5, 0.52, 0.54])["ci_low"],
+                                                   mean_interval([0.5, 0.52, 0.54])["ci_high"])
+
+
+def test_seeds_report_cuts_rate_intervals_to_their_range(tmp_path):
+    runs = {str(i): {"0": {"d8": 0.0}, "5": {"d8": v}} for i, v in enumerate((0.85, 0.48, 0.03))}
+    rows = {(r["iteration"], r["metric"]): r for r in seed_rows(runs)}
+    assert rows[("5", "pass@1")]["ci_low"] == 0.0 and rows[("5", "pass@1")]["ci_high"] == 1.0
+    gain, raw = rows[("5", "pass@1 gain")], mean_interval([0.85, 0.48, 0.03])  # a gain is cut to [-1, 1]
+    assert gain["ci_low"] == pytest.approx(raw["ci_low"], abs=1e-6) and gain["ci_high"] == 1.0
+    counts = {str(i): {"0": {"d8": 10.0 * i}} for i in range(3)}  # not a rate: no cut
+    assert {r["metric"]: r for r in seed_rows(counts)}["pass@1"]["ci_low"] < 0
 
 
 def test_quantile_interpolates_like_numpy():

@@ -219,7 +219,8 @@ def greedy_correct(folder: Path, ref: str) -> dict[str, dict[str, bool]]:
 
 def seed_rows(runs: dict[str, dict[str, dict]], metric: str = "pass@1", level: float = 0.95) -> list[dict]:
     """Per model and test set, `metric` over runs (mean, spread, t interval) and its gain over the base of the
-    same run (paired). `runs`: {label: read_iterations(...)}."""
+    same run (paired). `runs`: {label: read_iterations(...)}. When every value of the metric lies in [0, 1] it is
+    taken as a rate: intervals are cut to [0, 1], those of gains to [-1, 1]."""
     from restem.schemas.refs import ref_order
     from restem.stats import mean_interval
 
@@ -229,12 +230,15 @@ def seed_rows(runs: dict[str, dict[str, dict]], metric: str = "pass@1", level: f
         tests = sorted({t for it in runs.values() for t in it.get(ref, {})})
         for test in tests:
             have = [it for it in runs.values() if it.get(ref, {}).get(test) is not None]
+            values = [it[ref][test] for it in have]
+            rate = all(0 <= v <= 1 for it in runs.values() for t in it.values() for v in t.values() if v is not None)
             rows.append(_row(ref, test, metric, f"t {level:.0%} over seeds",
-                             mean_interval([it[ref][test] for it in have], level)))
+                             mean_interval(values, level, (0.0, 1.0) if rate else None)))
             paired = [it for it in have if ref != "0" and it.get("0", {}).get(test) is not None]
             if paired:
                 rows.append(_row(ref, test, f"{metric} gain", f"t {level:.0%} over seeds paired",
-                                 mean_interval([it[ref][test] - it["0"][test] for it in paired], level)))
+                                 mean_interval([it[ref][test] - it["0"][test] for it in paired], level,
+                                               (-1.0, 1.0) if rate else None)))
     return rows
 
 
