@@ -30,7 +30,8 @@ def _size(folder: Path) -> int:
 def _lora_params(iterations: dict) -> Params:
     raw = json.loads(json.dumps(TINY))
     raw["base"]["train"]["epochs"] = 50  # the base of `trained_root`
-    raw["improve"].update({"epochs": 8, "lr": 5e-3, "adapter": "lora", "lora": {"rank": 8, "alpha": 16}})
+    # steps, not epochs: the loss log needs several entries however many samples iteration 1 keeps
+    raw["improve"].update({"steps": 24, "lr": 5e-3, "adapter": "lora", "lora": {"rank": 8, "alpha": 16}})
     raw["loop"]["iterations"] = iterations
     return Params.model_validate(raw)
 
