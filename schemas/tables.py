@@ -202,8 +202,8 @@ class ModelMeta(BaseModel):
         default=None, exclude_if=lambda v: v is None,  # full checkpoints keep their restem.json as it was
         description="set when the folder holds a LoRA adapter (peft) rather than whole weights: the model it applies to")
     environment: dict = Field(
-        default_factory=dict, description="where it was trained: torch version, threads, CPU model, device (a "
-        "record only: not part of model_hash)")
+        default_factory=dict, description="where it was trained: torch and transformers versions, threads, CPU "
+        "model and the vector instructions torch uses (cpu_capability), device (a record only: not part of model_hash)")
 
 
 def truncated(sample: dict) -> bool:

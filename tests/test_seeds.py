@@ -263,6 +263,10 @@ def test_restem_json_records_the_training_environment_outside_the_model_hash(tmp
         torch.set_num_threads(before)
     env = read_meta(tmp_path / "a").environment
     assert env["torch"] == torch.__version__ and env["threads"] == 1 and env["device"] == "cpu" and env["cpu"]
+    import transformers
+
+    assert env["transformers"] == transformers.__version__
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # e.g. AVX2, AVX512, DEFAULT
     assert read_meta(tmp_path / "b").environment["threads"] == 2
     # same weights, other thread count: the same model_hash (so the same sample ids downstream); only restem.json
     # differs

@@ -199,11 +199,14 @@ def stored_dtype(folder: Path) -> str:
 
 
 def training_environment(model: "PreTrainedModel") -> dict:
-    """What the weights' float rounding may depend on: torch version, its thread count, the CPU model and the
-    device the model sits on (the GPU's name on CUDA). Recorded in restem.json, beside the lineage."""
+    """What the weights' float rounding may depend on: torch and transformers versions, torch's thread count, the
+    CPU model and the vector instructions torch's CPU kernels use (`cpu_capability`: two machines that both call
+    themselves "AMD EPYC" may differ there), and the device the model sits on (the GPU's name on CUDA). Recorded
+    in restem.json, beside the lineage."""
     import platform
 
     import torch
+    import transformers
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -212,7 +215,8 @@ def training_environment(model: "PreTrainedModel") -> dict:
     except OSError:
         pass
     device = next(model.parameters()).device
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu, "device": str(device),
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "threads": torch.get_num_threads(),
+            "cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "device": str(device),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "python": platform.python_version()}
 
