@@ -533,6 +533,12 @@ class Params(Section):
         if self.filter.mode == "agreement" and self.filter.voters.seeds and self.base.checkpoint:
             raise ValueError("filter.voters.seeds trains tiny models like `base`, which needs base.checkpoint: null; "
                              "with your own base checkpoint list the voters in filter.voters.checkpoints")
+        if self.improve.replay and self.problems.source == "files" and not (self.problems.files and
+                                                                          self.problems.files.demos):
+            # Caught here, before Grow spends its hours, not when Improve finds nothing to replay.
+            raise ValueError(f"improve.replay is {self.improve.replay} but problems.files.demos is not set: there "
+                             "are no demonstrations to replay; set improve.replay: 0 (the embedded task's default "
+                             "0.25 replays its demonstrations) or name a demonstrations file in problems.files.demos")
         if self.rationalize.enabled and self.prompt != PromptParams():
             # The filter gives a kept rationale its problem's unhinted prompt, and it renders no prompt (it loads no
             # tokenizer): only the default prompt spec, where the rendered prompt is the question itself, is safe.

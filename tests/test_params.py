@@ -84,3 +84,20 @@ def test_stage_cli_exits_nonzero_with_message_and_writes_nothing(tmp_path, tiny_
     assert "problems.sede: unknown key" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_replay_without_demonstrations_fails_before_any_stage_runs(tmp_path):
+    """The committed default replays demonstrations (improve.replay 0.25); a user's own files without demos get a
+    clear error when params load, naming both keys and the fix, instead of one from Improve after Grow's hours."""
+    import yaml
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert raw["improve"]["replay"] > 0
+    raw["problems"] = {"source": "files", "seed": 0, "files": {"train": "train.jsonl", "test": "test.jsonl"}}
+    with pytest.raises(RestemError, match=r"improve\.replay is 0\.25 but problems\.files\.demos is not set.*"
+                                          r"set improve\.replay: 0"):
+        load_params(write_params(tmp_path / "p.yaml", raw))
+    raw["improve"]["replay"] = 0.0
+    assert load_params(write_params(tmp_path / "p.yaml", raw)).improve.replay == 0.0
+    raw["improve"]["replay"], raw["problems"]["files"]["demos"] = 0.25, "demos.jsonl"
+    assert load_params(write_params(tmp_path / "p.yaml", raw)).improve.replay == 0.25
