@@ -75,3 +75,16 @@ def test_two_seeds_as_experiments_resume_and_report(tmp_path):
         if metric == "pass@1":
             assert float(mean) == pytest.approx(metrics["seed-1"][(ref, test)], abs=1e-6)
             assert int(n) == TINY["problems"]["arithmetic"]["test_count"]
+
+    # Experiments fetched from another clone bring their git commits, not their DVC outputs: the report reads
+    # metrics (git-tracked) only, so it works without the cache; the bootstrap needs data/eval and says so.
+    import shutil
+
+    shutil.rmtree(root / ".dvc" / "cache")
+    assert json.loads(_restem("seeds", "report", "--format", "json", cwd=root)) == report
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([sys.executable, "-m", "restem.cli.main", "seeds", "report", "--rev", "seed-1"], cwd=root,
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode != 0 and "--rev 'seed-1'" in proc.stderr and "dvc exp pull" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr

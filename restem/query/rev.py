@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from restem.schemas.errors import RestemError
 from restem.schemas.refs import PATTERN as REF
@@ -42,15 +42,19 @@ def wanted(path: str) -> bool:
 
 
 @contextmanager
-def materialise_rev(root: Path, rev: str, only: Callable[[str], bool] = wanted) -> Iterator[Path]:
+def materialise_rev(root: Path, rev: str, only: Callable[[str], bool] = wanted,
+                    tops: Sequence[str] = (DATA, MODELS, METRICS)) -> Iterator[Path]:
     """A temp folder holding the workspace files of `rev` (git revision or DVC experiment name): those of
-    `wanted` (repo-relative paths), or of `only`, a narrower choice (`restem seeds report` reads metrics only).
+    `wanted` (repo-relative paths), or of `only`, a narrower choice (`restem seeds report` reads metrics only),
+    found below the folders `tops` (fewer tops: DVC outputs that are not needed are not even listed, so their
+    absence from the cache does not matter).
 
     Reads through DVC's file system (git objects + DVC cache), so nothing is checked out; the
     folder is deleted on exit. Model checkpoints are never copied (only restem.json).
     """
     from dvc.api import DVCFileSystem
     from dvc.exceptions import DvcException
+    from dvc_data.index import DataIndexDirError
     from scmrepo.exceptions import SCMError
 
     repo = _git_root(Path(root))
@@ -61,7 +65,7 @@ def materialise_rev(root: Path, rev: str, only: Callable[[str], bool] = wanted) 
         try:
             fs = DVCFileSystem(repo=str(repo), rev=rev)
             copied = 0
-            for top in (DATA, MODELS, METRICS):
+            for top in tops:
                 base = f"/{prefix}{top}"
                 if not fs.exists(base):
                     continue
@@ -71,7 +75,8 @@ def materialise_rev(root: Path, rev: str, only: Callable[[str], bool] = wanted) 
                         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                         fs.get_file(path, str(tmp / rel))
                         copied += 1
-        except (DvcException, SCMError) as exc:
+        except (DvcException, SCMError, DataIndexDirError, FileNotFoundError) as exc:  # the last two: outputs
+            # whose data is in no cache (experiments fetched from another clone)
             raise RestemError(f"--rev {rev!r}: {exc}; give a git branch, tag, commit or a DVC experiment "
                               "name (`dvc exp list --all-commits`), and make sure its outputs are in the "
                               "DVC cache (`dvc pull --rev`/`dvc exp pull`)") from None

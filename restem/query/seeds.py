@@ -28,7 +28,7 @@ from typing import Iterator, Optional
 import typer
 
 from restem.schemas.errors import RestemError
-from restem.workspace import EVAL, ITERATION_METRICS, PROBLEMS
+from restem.workspace import DATA, EVAL, ITERATION_METRICS, METRICS, PROBLEMS
 
 # The params one seed sets (all to the seed's value); problems.seed is left alone (module docstring).
 SEED_KEYS = ("base.train.seed", "grow.seed", "improve.seed", "evaluate.seed")
@@ -182,7 +182,8 @@ def _run_folder(root: Path, rev, bootstrap: bool) -> Iterator[Path]:
         return
     from restem.query.rev import materialise_rev
 
-    with materialise_rev(root, rev, only=_metrics_or_eval(bootstrap)) as folder:
+    with materialise_rev(root, rev, only=_metrics_or_eval(bootstrap),
+                         tops=(METRICS, DATA) if bootstrap else (METRICS,)) as folder:
         yield folder
 
 
