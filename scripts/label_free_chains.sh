@@ -5,8 +5,8 @@
 #   bash scripts/label_free_chains.sh OUT [PRESET] [SEEDS]      e.g. bash scripts/label_free_chains.sh ../chains
 #
 # Each seed j gets its own clone of this repository's HEAD, OUT/chain<j>, with PRESET (default easy-to-hard) and
-# base.train.seed, grow.seed, improve.seed and evaluate.seed set to j. At iteration k every chain's filter is the
-# label-free `agreement` filter whose voters are ALL chains' current models (models/iter<k-1>, copied into
+# the seed keys of `restem seeds run` (restem.query.seeds.SEED_KEYS) set to j. At iteration k every chain's
+# filter is the label-free `agreement` filter whose voters are ALL chains' current models (models/iter<k-1>, copied into
 # inputs/voters/c<i>): a sample is kept only when its answer is the one at least a majority of the chains' models
 # give greedily (filter.voters.min_agree), and it passes the task's consistency check. No verifier decides; the
 # verifier's verdicts only measure each filter's precision (metrics/filter/iter<k>.json). The chains share one
@@ -29,11 +29,16 @@ for j in "${SEEDS[@]}"; do
    python - "$j" "$VOTERS" "$MAJORITY" <<'EOF'
 import sys
 from ruamel.yaml import YAML  # dvc's own YAML library: keeps params.yaml's comments
+from restem.query.seeds import SEED_KEYS  # the keys one seed sets, as `restem seeds run` sets them
 seed, voters, majority = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 y = YAML()
 doc = y.load(open("params.yaml"))
-for section, key in (("base", "train"), ("grow", None), ("improve", None), ("evaluate", None)):
-    (doc[section][key] if key else doc[section])["seed"] = seed
+for dotted in SEED_KEYS:
+    *path, last = dotted.split(".")
+    node = doc
+    for part in path:
+        node = node[part]
+    node[last] = seed
 doc["filter"]["mode"] = "agreement"
 doc["filter"]["voters"]["seeds"] = []
 doc["filter"]["voters"]["checkpoints"] = YAML(typ="safe").load(voters)

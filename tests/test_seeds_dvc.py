@@ -13,10 +13,14 @@ import pytest
 from conftest import TINY, copy_project, write_params
 
 
-def _run(cmd, cwd):
+def _env():
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("PYTHONPATH", None)  # `python -m` from the workspace imports the workspace's copy of restem
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    return env
+
+
+def _run(cmd, cwd):
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=_env())
     if proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout
@@ -82,9 +86,7 @@ def test_two_seeds_as_experiments_resume_and_report(tmp_path):
 
     shutil.rmtree(root / ".dvc" / "cache")
     assert json.loads(_restem("seeds", "report", "--format", "json", cwd=root)) == report
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("PYTHONPATH", None)
     proc = subprocess.run([sys.executable, "-m", "restem.cli.main", "seeds", "report", "--rev", "seed-1"], cwd=root,
-                          capture_output=True, text=True, env=env)
+                          capture_output=True, text=True, env=_env())
     assert proc.returncode != 0 and "--rev 'seed-1'" in proc.stderr and "dvc exp pull" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr

@@ -226,20 +226,20 @@ def seed_rows(runs: dict[str, dict[str, dict]], metric: str = "pass@1", level: f
     from restem.stats import mean_interval
 
     refs = sorted({r for it in runs.values() for r in it}, key=ref_order)
+    rate = all(0 <= v <= 1 for it in runs.values() for t in it.values() for v in t.values() if v is not None)
+    bounds, gain_bounds = ((0.0, 1.0), (-1.0, 1.0)) if rate else (None, None)
     rows = []
     for ref in refs:
         tests = sorted({t for it in runs.values() for t in it.get(ref, {})})
         for test in tests:
             have = [it for it in runs.values() if it.get(ref, {}).get(test) is not None]
-            values = [it[ref][test] for it in have]
-            rate = all(0 <= v <= 1 for it in runs.values() for t in it.values() for v in t.values() if v is not None)
             rows.append(_row(ref, test, metric, f"t {level:.0%} over seeds",
-                             mean_interval(values, level, (0.0, 1.0) if rate else None)))
+                             mean_interval([it[ref][test] for it in have], level, bounds)))
             paired = [it for it in have if ref != "0" and it.get("0", {}).get(test) is not None]
             if paired:
                 rows.append(_row(ref, test, f"{metric} gain", f"t {level:.0%} over seeds paired",
                                  mean_interval([it[ref][test] - it["0"][test] for it in paired], level,
-                                               (-1.0, 1.0) if rate else None)))
+                                               gain_bounds)))
     return rows
 
 
