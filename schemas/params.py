@@ -533,9 +533,8 @@ class Params(Section):
         if self.filter.mode == "agreement" and self.filter.voters.seeds and self.base.checkpoint:
             raise ValueError("filter.voters.seeds trains tiny models like `base`, which needs base.checkpoint: null; "
                              "with your own base checkpoint list the voters in filter.voters.checkpoints")
-        if self.improve.replay and self.problems.source == "files" and not (self.problems.files and
-                                                                          self.problems.files.demos):
-            # Caught here, before Grow spends its hours, not when Improve finds nothing to replay.
+        if self.improve.replay and self.problems.source == "files" and not self.problems.files.demos:
+            # (ProblemsParams already requires the files section when source is files.) Caught here, before Grow spends its hours, not when Improve finds nothing to replay.
             raise ValueError(f"improve.replay is {self.improve.replay} but problems.files.demos is not set: there "
                              "are no demonstrations to replay; set improve.replay: 0 (the embedded task's default "
                              "0.25 replays its demonstrations) or name a demonstrations file in problems.files.demos")

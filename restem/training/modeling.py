@@ -200,9 +200,9 @@ def stored_dtype(folder: Path) -> str:
 
 def training_environment(model: "PreTrainedModel") -> dict:
     """What the weights' float rounding may depend on: torch and transformers versions, torch's thread count, the
-    CPU model and the vector instructions torch's CPU kernels use (`cpu_capability`: two machines that both call
-    themselves "AMD EPYC" may differ there), and the device the model sits on (the GPU's name on CUDA). Recorded
-    in restem.json, beside the lineage."""
+    CPU model and the vector instructions torch's CPU kernels use (`cpu_capability`: a virtual machine's CPU name
+    need not tell them), and the device the model sits on (the GPU's name on CUDA). Recorded in restem.json,
+    beside the lineage."""
     import platform
 
     import torch
