@@ -153,6 +153,10 @@ class TrainParams(Section):
     loss: Literal["bc", "reward_weighted"] = Field(
         default="bc", description="bc: behavioural cloning; reward_weighted: each row's loss times its reward")
     replay: float = Field(default=0.0, ge=0, lt=1, description="fraction of each batch drawn from the demos")
+    loss_target: Optional[float] = Field(
+        default=None, gt=0, exclude_if=lambda v: v is None,  # the default leaves recorded params unchanged
+        description="stop at the end of the first epoch whose mean training loss is below this; epochs (or steps) "
+        "stay the cap and still set the learning-rate schedule; null: train the whole schedule")
     # Both leave the update as it is up to float rounding; each is left out of dumps at its default, so the
     # params recorded in restem.json (and hashed) stay as they were.
     micro_batch_size: Optional[int] = Field(

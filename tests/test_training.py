@@ -46,3 +46,27 @@ def test_loss_is_on_completion_tokens_only():
     _, mask, labels = _collate(enc + [(ids[:4], 2)], tok.pad_token_id)
     assert (labels[0, :n_prompt] == -100).all() and (labels[0, n_prompt:] != -100).all()
     assert (labels[1, 4:] == -100).all() and mask[1, 4:].sum() == 0
+
+
+def test_loss_target_stops_at_the_first_epoch_below_it_on_the_same_schedule():
+    tok = build_char_tokenizer()
+    steps_per_epoch = -(-len(PAIRS) // 16)
+
+    def run(target):
+        model = build_model(tok, ARCH, seed=0)
+        params = TrainParams(epochs=8, lr=3e-3, batch_size=16, seed=0, loss_target=target)
+        return train_sft(model, tok, PAIRS, params, 48, log_every=1)
+
+    full = run(None)
+    assert len(full) == 8 * steps_per_epoch and "stop" not in full[-1]
+    means = [sum(e["loss"] for e in full[i * steps_per_epoch:(i + 1) * steps_per_epoch]) / steps_per_epoch
+             for i in range(8)]
+    target = means[4] + 1e-4  # reached at epoch 5 at the latest
+    first = next(i for i, m in enumerate(means) if m < target) + 1
+    assert 1 < first <= 5, means
+    stopped = run(target)
+    assert len(stopped) == first * steps_per_epoch
+    assert stopped[-1]["stop"] == "loss_target" and stopped[-1]["epoch"] == first
+    assert abs(stopped[-1]["epoch_loss"] - means[first - 1]) < 1e-5
+    # the schedule is the cap's: the same steps, losses and learning rates as the full run up to the stop
+    assert [(e["loss"], e["lr"]) for e in stopped] == [(e["loss"], e["lr"]) for e in full[:len(stopped)]]

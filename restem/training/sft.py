@@ -249,6 +249,15 @@ class CompletionLoss:
         return completion_loss_sum(logits, labels, weights)
 
 
+def _summed(accelerator, value: float, processes: int) -> float:
+    """`value` summed over the training processes (each holds its share of a global batch's loss)."""
+    if processes == 1:
+        return value
+    import torch
+
+    return float(accelerator.reduce(torch.tensor([value], dtype=torch.float64, device=accelerator.device), "sum")[0])
+
+
 def train_loop(model, rows: Sequence, params: "TrainParams", objective, replay_rows: Sequence = (),
                log_every: int = 10, precision: str = "auto", *, gradient_checkpointing: bool = False,
                full_state: dict | None = None) -> list[dict]:
@@ -259,7 +268,9 @@ def train_loop(model, rows: Sequence, params: "TrainParams", objective, replay_r
     (the mean's denominator), and `objective.loss_sum(model, rows, device)`, the summed loss of this process's
     rows (the forward included; run under bf16 autocast where `precision` asks for it, see `_autocast`).
     With `params.replay` > 0, that share of every global batch is drawn from `replay_rows` through its own
-    shuffled stream. The number of steps is `params.steps`, or `params.epochs` passes over `rows`.
+    shuffled stream. The number of steps is `params.steps`, or `params.epochs` passes over `rows`; with
+    `params.loss_target`, training stops at the end of the first epoch whose mean loss is below it (the schedule
+    still spans the whole number of steps), and the log's last entry says so (`stop`, `epoch`, `epoch_loss`).
 
     With `params.micro_batch_size`, a process forwards its rows that many at a time and sums the gradients;
     with `params.packing`, the objective packs each forward's rows (`objective.packed(context length)`);
@@ -317,6 +328,7 @@ def train_loop(model, rows: Sequence, params: "TrainParams", objective, replay_r
     wrapped.train()
     replay_gen = torch.Generator().manual_seed(params.seed + 1)
     log, running, count, order, replay_order = [], 0.0, 0, [], []
+    epoch_sum, epoch_steps = 0.0, 0  # for params.loss_target: the mean loss of the epoch so far
     for step in range(total):
         if len(order) < n_main:
             order += torch.randperm(n, generator=gen).tolist()
@@ -347,12 +359,20 @@ def train_loop(model, rows: Sequence, params: "TrainParams", objective, replay_r
         optim.step()
         sched.step()
         running, count = running + float(batch_loss.detach()), count + 1
-        if (step + 1) % log_every == 0 or step == total - 1:
-            if processes > 1:
-                running = float(accelerator.reduce(torch.tensor([running], dtype=torch.float64,
-                                                                device=accelerator.device), "sum")[0])
+        epoch_sum, epoch_steps = epoch_sum + float(batch_loss.detach()), epoch_steps + 1
+        reached = None  # the epoch's mean loss, when it is below params.loss_target
+        if params.loss_target is not None and (step + 1) % steps_per_epoch == 0:
+            epoch_mean = _summed(accelerator, epoch_sum, processes) / epoch_steps
+            epoch_sum, epoch_steps = 0.0, 0
+            if epoch_mean < params.loss_target:
+                reached = epoch_mean
+        if (step + 1) % log_every == 0 or step == total - 1 or reached is not None:
+            running = _summed(accelerator, running, processes)
             log.append({"step": step + 1, "loss": round(running / count, 6), "lr": optim.param_groups[0]["lr"]})
             running, count = 0.0, 0
+        if reached is not None:
+            log[-1].update(stop="loss_target", epoch=(step + 1) // steps_per_epoch, epoch_loss=round(reached, 6))
+            break
     if full_state is not None and accelerator.distributed_type in ("FSDP", "DEEPSPEED"):
         full_state.update(accelerator.get_state_dict(wrapped))  # every process takes part; the main one gets it
     model = accelerator.unwrap_model(wrapped)

@@ -78,6 +78,9 @@ def train_tiny(params: Params, root: Path, out: Path, seed: int, iteration: int 
     train_log = train_sft(model, tokenizer, pairs, recipe.train, recipe.model.max_positions,
                           precision=params.runtime.precision, spec=params.prompt)
     log(f"{label}: loss {train_log[0]['loss']:.3f} -> {train_log[-1]['loss']:.3f}")
+    if train_log[-1].get("stop") == "loss_target":
+        log(f"{label}: stopped after epoch {train_log[-1]['epoch']}, whose mean loss "
+            f"{train_log[-1]['epoch_loss']:.4f} is below base.train.loss_target {recipe.train.loss_target}")
     return save_policy(model, tokenizer, out, {
         "iteration": iteration,
         "training_data": content_hash(sorted(d["problem_id"] for d in demos)),
