@@ -88,7 +88,9 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_two_process_accelerate_launch_matches_one_process(tmp_path, trained_root):
     trained, _ = trained_root
-    raw = {**TINY, "improve": {**TINY["improve"], "epochs": 12, "batch_size": 4}}
+    # loss_target: both launches stop after the same epoch (6 steps each; the epoch loss is summed over the
+    # processes' shares, else each process would see about half of it and the two would disagree)
+    raw = {**TINY, "improve": {**TINY["improve"], "epochs": 12, "batch_size": 4, "loss_target": 0.003}}
     params = Params.model_validate(raw)
     one = tmp_path / "one"
     shutil.copytree(trained / "models", one / "models")
@@ -117,6 +119,10 @@ def test_two_process_accelerate_launch_matches_one_process(tmp_path, trained_roo
     assert len(curve_one) == len(curve_two) >= 4
     assert curve_one[-1] < curve_one[0]
     assert curve_two == pytest.approx(curve_one, rel=1e-3)
+    stop_one, stop_two = meta["one"]["train_log"][-1], meta["two"]["train_log"][-1]
+    assert stop_one["stop"] == stop_two["stop"] == "loss_target" and 3 < stop_one["epoch"] < 12, stop_one
+    assert stop_two["epoch"] == stop_one["epoch"] and stop_two["step"] == stop_one["step"]
+    assert stop_two["epoch_loss"] == pytest.approx(stop_one["epoch_loss"], rel=1e-3)
     from safetensors.torch import load_file
 
     w1 = load_file(one / "models" / "iter1" / "model.safetensors")
