@@ -164,6 +164,20 @@ def test_report_over_workspace_folders_from_the_cli(tmp_path, monkeypatch):
         {name: read_iterations(tmp_path / name) for name in RUNS})}
     assert rows.keys() == want.keys() and all(rows[k]["mean"] == want[k]["mean"] for k in want)
     assert rows[("2", "in_dist", "pass@1 gain")]["run"] == "3 runs"
+    # --each: every run's own figures and gains after the aggregate, one row per (run, model, test set, metric)
+    got = CliRunner().invoke(app, args + ["--each"])
+    assert got.exit_code == 0, got.output
+    each = {(r["run"], r["iteration"], r["test"], r["metric"]): r for r in json.loads(got.output) if r["method"] == "run"}
+    assert len(each) == 3 * (3 * 2 + 2 * 2)
+    for name, values in RUNS.items():
+        run = str((tmp_path / name).resolve())
+        assert each[(run, "2", "in_dist", "pass@1")]["mean"] == values["2"]["in_dist"]
+        assert each[(run, "2", "in_dist", "pass@1 gain")]["mean"] == pytest.approx(
+            values["2"]["in_dist"] - values["0"]["in_dist"], abs=1e-6)
+        assert each[(run, "1", "harder", "pass@1")]["n"] == 1 and each[(run, "1", "harder", "pass@1")]["ci_low"] is None
+    # the per-run gains are the values the aggregate's paired interval is over
+    gains = [each[(str((tmp_path / n).resolve()), "2", "in_dist", "pass@1 gain")]["mean"] for n in RUNS]
+    assert rows[("2", "in_dist", "pass@1 gain")]["mean"] == pytest.approx(statistics.mean(gains), abs=1e-6)
     bad = CliRunner().invoke(app, ["seeds", "report", "--dir", "seed-0", "--dir", "nowhere"])
     assert bad.exit_code != 0 and "--dir" in bad.output and "nowhere" in bad.output
 

@@ -270,6 +270,25 @@ def bootstrap_rows(folder: Path, refs: list[str], resamples: int, seed: int, lev
     return rows
 
 
+def run_rows(label: str, iterations: dict[str, dict], metric: str = "pass@1") -> list[dict]:
+    """One run's own figures (`iterations`: read_iterations(...)): per model and test set `metric` and its gain
+    over the run's base, method `run`, n 1 and no interval; the rows of a per-seed table."""
+    from restem.schemas.refs import ref_order
+
+    rows = []
+    for ref in sorted(iterations, key=ref_order):
+        for test, value in sorted(iterations[ref].items()):
+            if value is None:
+                continue
+            rows.append({"run": label, **_row(ref, test, metric, "run", {"n": 1, "mean": value, "ci_low": None,
+                                                                         "ci_high": None})})
+            base = iterations.get("0", {}).get(test)
+            if ref != "0" and base is not None:
+                rows.append({"run": label, **_row(ref, test, f"{metric} gain", "run",
+                                                  {"n": 1, "mean": value - base, "ci_low": None, "ci_high": None})})
+    return rows
+
+
 def _row(ref: str, test: str, metric: str, method: str, s: dict) -> dict:
     r = lambda x: None if x is None else round(x, 6)  # noqa: E731
     return {"iteration": ref, "test": test, "metric": metric, "n": s["n"], "mean": r(s["mean"]),
@@ -278,9 +297,10 @@ def _row(ref: str, test: str, metric: str, method: str, s: dict) -> dict:
 
 
 def report(root: Path, revs: list[Optional[str]], resamples: int = 2000, seed: int = 0,
-           bootstrap: Optional[bool] = None, metric: str = "pass@1") -> list[dict]:
+           bootstrap: Optional[bool] = None, metric: str = "pass@1", each: bool = False) -> list[dict]:
     """The report's rows over the runs `revs` (None: the working tree; a Path: another workspace). Over seeds when there are two or more
-    runs; a bootstrap over test problems when there is one (or `bootstrap` is True: then per run, labelled)."""
+    runs; a bootstrap over test problems when there is one (or `bootstrap` is True: then per run, labelled);
+    `each`: also every run's own figures (`run_rows`), after the aggregate."""
     if not revs:
         raise RestemError("no runs to report: run `restem seeds run --seeds ...` first, or name runs with --rev "
                           "(or --workspace)")
@@ -306,6 +326,8 @@ def report(root: Path, revs: list[Optional[str]], resamples: int = 2000, seed: i
                     rows.append({"run": label, **row})
     if len(revs) > 1:
         rows = [{"run": f"{len(revs)} runs", **row} for row in seed_rows(runs, metric)] + rows
+    if each:
+        rows += [row for label in labels for row in run_rows(label, runs[label], metric)]
     return rows
 
 
@@ -323,6 +345,8 @@ def report_seeds_command(
     seed: int = typer.Option(0, "--seed", help="seed of the bootstrap's resampling"),
     metric: str = typer.Option("pass@1", "--metric", help="over seeds: any number of the iteration metrics, "
                                "e.g. pass@8, maj@8, pass@1_sampled"),
+    each: bool = typer.Option(False, "--each", help="also each run's own figure and gain per model and test "
+                              "set (method `run`): the rows of a per-seed table"),
     fmt: str = typer.Option("table", "--format", help="table | csv | json"),
 ) -> None:
     """pass@1 per iteration and test set over seeds (mean, std, min, max, 95 % t interval) and its gain over the
@@ -345,7 +369,7 @@ def report_seeds_command(
         if workspace:
             runs.append(None)
         runs += [d.resolve() for d in dirs]
-        rows = report(Path("."), runs, resamples, seed, bootstrap, metric)
+        rows = report(Path("."), runs, resamples, seed, bootstrap, metric, each)
     render(pa.Table.from_pylist(rows), fmt)
 
 
