@@ -358,8 +358,9 @@ def train_loop(model, rows: Sequence, params: "TrainParams", objective, replay_r
         accelerator.clip_grad_norm_(wrapped.parameters(), 1.0)
         optim.step()
         sched.step()
-        running, count = running + float(batch_loss.detach()), count + 1
-        epoch_sum, epoch_steps = epoch_sum + float(batch_loss.detach()), epoch_steps + 1
+        step_loss = float(batch_loss.detach())  # one device-to-host copy per step
+        running, count = running + step_loss, count + 1
+        epoch_sum, epoch_steps = epoch_sum + step_loss, epoch_steps + 1
         reached = None  # the epoch's mean loss, when it is below params.loss_target
         if params.loss_target is not None and (step + 1) % steps_per_epoch == 0:
             epoch_mean = _summed(accelerator, epoch_sum, processes) / epoch_steps
