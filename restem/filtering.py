@@ -34,7 +34,7 @@ from restem.schemas.params import FilterParams
 from restem.schemas.tables import Kept, Rejected, Sample, Score, truncated
 from restem.verifiers.base import Consistency
 from restem.verifiers.paths import reasoning_path
-from restem.workspace import voters_data_dir
+from restem.workspace import VOTE_SCORES, VOTES, iter_dir, voters_data_dir
 
 
 LABEL_FREE = ("majority", "agreement")
@@ -290,18 +290,32 @@ def needs_consistency(f: FilterParams) -> bool:
     return f.mode in LABEL_FREE and f.require_consistent
 
 
-def load_votes(root: Path) -> dict[str, list[tuple[str, str, dict]]]:
-    """problem_id -> [(voter policy hash, completion, score row)] from data/voters (empty when unused)."""
+def vote_files(f: FilterParams, iteration: int | str, root: Path) -> tuple[Path, Path]:
+    """(samples, scores) of the votes the agreement filter of `iteration` counts: the co-improving voters' answers
+    to that iteration's problems (data/iter<i>/votes.parquet, stage votes) with filter.voters.improve, else
+    the answers of the voters as stage voters built them (data/voters)."""
+    if f.co_improving:
+        folder = iter_dir(iteration, root)
+        return folder / VOTES, folder / VOTE_SCORES
     folder = voters_data_dir(root)
-    if (folder / "unused.json").is_file() or not (folder / "samples.parquet").is_file():
-        raise RestemError(f"{folder}: no voter answers; filter.mode `agreement` needs the `voters` stage "
-                          "(run `dvc repro`, or `restem voters`)")
-    samples = read_rows(folder / "samples.parquet", Sample)
-    scores = {s["sample_id"]: s for s in read_rows(folder / "scores.parquet", Score)}
+    return folder / "samples.parquet", folder / "scores.parquet"
+
+
+def load_votes(f: FilterParams, iteration: int | str, root: Path) -> dict[str, list[tuple[str, str, dict]]]:
+    """problem_id -> [(voter policy hash, completion, score row)] (vote_files)."""
+    samples_path, scores_path = vote_files(f, iteration, root)
+    stage = f"votes@{iteration}" if f.co_improving else "voters"
+    if (samples_path.parent / "unused.json").is_file() or not samples_path.is_file():
+        raise RestemError(f"{samples_path}: no voter answers; filter.mode `agreement` needs stage `{stage}` "
+                          "(run `dvc repro`)")
+    samples = read_rows(samples_path, Sample)
+    if f.co_improving and not samples:
+        raise RestemError(f"{samples_path}: empty, but filter.voters.improve is true; rerun `{stage}` "
+                          "(`dvc repro` does)")
+    scores = {s["sample_id"]: s for s in read_rows(scores_path, Score)}
     votes: dict[str, list[tuple[str, str, dict]]] = {}
     for s in samples:
         if s["sample_id"] not in scores:
-            raise RestemError(f"{folder / 'scores.parquet'}: no score for voter sample {s['sample_id']}; "
-                              "rerun `voters`")
+            raise RestemError(f"{scores_path}: no score for voter sample {s['sample_id']}; rerun `{stage}`")
         votes.setdefault(s["problem_id"], []).append((s["policy"], s["completion"], scores[s["sample_id"]]))
     return votes

@@ -22,6 +22,8 @@ DECONTAM_FILE = "decontam.json"  # data/problems/decontam.json: the problems sta
 TABLES = ("samples", "scores", "kept", "rejected")  # an iteration's tables: data/iter<ref>/<table>.parquet
 # stage rationalize's tables beside them: hinted samples of unsolved problems and their verdicts
 RATIONALES, RATIONALE_SCORES = "rationales.parquet", "rationale_scores.parquet"
+# stage votes's tables beside them: the co-improving voters' greedy answers to the iteration's Grow problems
+VOTES, VOTE_SCORES = "votes.parquet", "vote_scores.parquet"
 
 
 def problems_dir(root: Path = Path(".")) -> Path:
@@ -94,8 +96,10 @@ def log(message: str) -> None:
 VOTERS = "voters"
 
 
-def voters_model_dir(root: Path = Path(".")) -> Path:
-    return root / MODELS / VOTERS
+def voters_model_dir(root: Path = Path("."), iteration: int | str = 0) -> Path:
+    """`models/voters/iter<i>/<name>`: the agreement filter's voters as stage `voters` built them (0) or as
+    co-improved after iteration i (filter.voters.improve, stage voters_improve)."""
+    return root / MODELS / VOTERS / f"iter{iteration}"
 
 
 def voters_data_dir(root: Path = Path(".")) -> Path:

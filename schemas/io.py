@@ -150,6 +150,19 @@ def write_rows(path: Path, model: type[BaseModel], rows: Iterable[BaseModel | di
     return table.num_rows
 
 
+def write_together(out_dir: Path, tables: dict[str, tuple[type[BaseModel], Iterable[BaseModel | dict]]]) -> None:
+    """Write several tables of one folder (file name -> (row model, rows)) so that they appear together or not at
+    all: staged in a hidden folder beside them, then each moved into place."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = out_dir / f".{'-'.join(Path(n).stem for n in tables)}"
+    with atomic_dir(staging) as tmp:
+        for name, (model, rows) in tables.items():
+            write_rows(tmp / name, model, rows)
+    for name in tables:
+        (staging / name).replace(out_dir / name)
+    staging.rmdir()
+
+
 def read_table(path: Path, model: type[BaseModel]) -> pa.Table:
     """Read a Parquet file and check that its schema is the model's."""
     path = Path(path)

@@ -323,13 +323,19 @@ class ScoreParams(Section):
 
 class VotersParams(Section):
     """The other models of the `agreement` filter: each answers every Grow-pool problem greedily once
-    (stage `voters`), and a policy sample is kept when its answer is the voters' consensus."""
+    (stage `voters`), and a policy sample is kept when its answer is the voters' consensus. With `improve` the
+    voters are chains that self-improve beside the policy (Lee et al. 2025's majority across models)."""
 
     seeds: list[int] = Field(default_factory=list, description="tiny models trained like `base` with these "
                              "seeds (only when base.checkpoint is null)")
     checkpoints: list[str] = Field(default_factory=list, description="local Hugging Face causal-LM checkpoints")
     min_agree: Optional[int] = Field(default=None, ge=1, description="voters that must give the answer "
                                      "(null: all of them)")
+    improve: bool = Field(default=False, description="co-improving chains: after each iteration every voter is "
+                          "fine-tuned like the policy (params improve, its own shuffle) on the rows the policy "
+                          "trained on, from its own model at the iteration's init, and the voters of iteration k "
+                          "answer k's Grow problems with their models at k's prev (stages voters_improve, votes); "
+                          "false: the voters stay as stage voters built them")
 
     @property
     def count(self) -> int:
@@ -412,6 +418,11 @@ class FilterParams(Section):
                              f"verifier's labels, which the label-free mode `{self.mode}` must not see; set "
                              "pass_rate to {low: 0, high: 1} or use a labelled mode")
         return self
+
+    @property
+    def co_improving(self) -> bool:
+        """Whether the agreement filter's voters improve beside the policy (stages voters_improve, votes)."""
+        return self.mode == "agreement" and self.voters.improve
 
     @model_validator(mode="after")
     def _voters(self) -> "FilterParams":

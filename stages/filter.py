@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from restem.schemas.errors import RestemError
-from restem.schemas.io import atomic_dir, read_rows, write_json, write_rows
+from restem.schemas.io import read_rows, write_json, write_together
 from restem.schemas.params import FilterParams, Params
 from restem.schemas.tables import Kept, Rejected, Sample, Score
 from restem.workspace import METRICS, iter_dir, log
 from restem.verifiers.base import STEPS, Consistency, consistency_check, require_ability
 from restem.filtering import (load_votes, needs_consistency, pass_rate_band, report, resolve_threshold, rule_name,
-                              select)
+                              select, vote_files)
 from restem.rationalize import RATIONALIZED
 from restem.stats import pass_rates
-from restem.workspace import RATIONALE_SCORES, RATIONALES, voters_data_dir
+from restem.workspace import RATIONALE_SCORES, RATIONALES
 
 
 
@@ -35,17 +35,20 @@ def checks(params: Params) -> Optional[Consistency]:
     return None
 
 
-def _votes(root: Path, f: FilterParams, samples: Sequence[dict]) -> dict[str, list[tuple[str, str, dict]]]:
+def _votes(root: Path, f: FilterParams, iteration: int | str,
+           samples: Sequence[dict]) -> dict[str, list[tuple[str, str, dict]]]:
     """The voters' answers by problem, checked against params and this iteration's problems."""
-    votes = load_votes(root)
+    votes = load_votes(f, iteration, root)
+    where, _ = vote_files(f, iteration, root)
+    stage = f"votes@{iteration}" if f.co_improving else "voters"
     voters = {v for rows in votes.values() for v, _, _ in rows}
     if len(voters) != f.voters.count:
-        raise RestemError(f"{voters_data_dir(root)}: answers of {len(voters)} voters, but filter.voters lists "
-                          f"{f.voters.count}; rerun `voters` (`dvc repro` does)")
+        raise RestemError(f"{where}: answers of {len(voters)} voters, but filter.voters lists "
+                          f"{f.voters.count}; rerun `{stage}` (`dvc repro` does)")
     missing = sorted({s["problem_id"] for s in samples} - set(votes))
     if missing:
-        raise RestemError(f"{voters_data_dir(root)}: the voters did not answer {len(missing)} of this iteration's "
-                          f"problems (first: {missing[0]}); rerun `voters` after `problems`")
+        raise RestemError(f"{where}: the voters did not answer {len(missing)} of this iteration's "
+                          f"problems (first: {missing[0]}); rerun `{stage}` after `problems`")
     return votes
 
 
@@ -108,7 +111,7 @@ def run(params: Params, iteration: int | str, root: Path = Path(".")) -> Counter
 
         problems = load_problems(root, "train")
     if f.mode == "agreement":
-        votes = _votes(root, f, samples)
+        votes = _votes(root, f, step.iteration if step else iteration, samples)
     inside, banded = pass_rate_band(samples, scores, f, pass_rates(samples, scores))
     kept, rejected = select(inside, scores, f, tau, consistent, problems, quantile_of, votes)
     rejected += banded
@@ -122,15 +125,7 @@ def run(params: Params, iteration: int | str, root: Path = Path(".")) -> Counter
             "nothing in the Grow pool: sample more (grow.samples_per_problem, grow.temperature), use easier "
             "problems, a lower threshold, or a stronger base model"
         )
-    # Both tables appear together or not at all.
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = out_dir / ".filter"
-    with atomic_dir(staging) as tmp:
-        write_rows(tmp / "kept.parquet", Kept, kept + extra)
-        write_rows(tmp / "rejected.parquet", Rejected, rejected)
-    for name in ("kept.parquet", "rejected.parquet"):
-        (staging / name).replace(out_dir / name)
-    staging.rmdir()
+    write_together(out_dir, {"kept.parquet": (Kept, kept + extra), "rejected.parquet": (Rejected, rejected)})
     summary = {"iteration": str(iteration), **report(kept, rejected, scores, rule_name(f, tau, quantile_of), tau,
                                                           samples)}
     if extra_report:  # beside the ordinary samples' numbers above, which it leaves as they were

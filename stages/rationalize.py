@@ -17,22 +17,14 @@ from pathlib import Path
 
 from restem.rationalize import hinted_problems, rationale_rows, unsolved
 from restem.schemas.hashing import derive_seed
-from restem.schemas.io import atomic_dir, read_rows, write_rows
+from restem.schemas.io import read_rows, write_together
 from restem.schemas.params import Params
 from restem.schemas.tables import Sample, Score
 from restem.workspace import RATIONALE_SCORES, RATIONALES, iter_dir, log, model_dir
 
 
 def write_tables(out_dir: Path, samples: list[Sample], scores: list[Score]) -> None:
-    """Both tables appear together or not at all."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = out_dir / ".rationalize"
-    with atomic_dir(staging) as tmp:
-        write_rows(tmp / RATIONALES, Sample, samples)
-        write_rows(tmp / RATIONALE_SCORES, Score, scores)
-    for name in (RATIONALES, RATIONALE_SCORES):
-        (staging / name).replace(out_dir / name)
-    staging.rmdir()
+    write_together(out_dir, {RATIONALES: (Sample, samples), RATIONALE_SCORES: (Score, scores)})
 
 
 def run(params: Params, iteration: int, prev: int, root: Path = Path(".")) -> int:

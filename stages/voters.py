@@ -1,4 +1,4 @@
-"""Stage `voters`: the other models of the label-free `agreement` filter, `models/voters/<name>`, and
+"""Stage `voters`: the other models of the label-free `agreement` filter, `models/voters/iter0/<name>`, and
 their greedy answer to every Grow-pool problem, `data/voters/{samples,scores}.parquet`, with how often
 the verifier agrees with each, `metrics/voters.json`.
 
@@ -13,6 +13,8 @@ verdicts on the voters' answers are stored and reported, never used to decide.
 Each trained voter waits in `data/.voters-partial/` (named by a hash of its recipe and the
 demonstrations) until all are built, so a rerun after a crash or kill trains only the missing ones.
 With another filter mode the stage only writes markers saying it is unused (and empty tables).
+With `filter.voters.improve` the voters then improve beside the policy, each iteration (stages/voters_improve.py,
+stages/votes.py).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def _trained_voter(params: Params, root: Path, name: str, seed: int) -> Path:
 
 
 def build_voters(params: Params, root: Path) -> dict[str, Path]:
-    """Train or link every voter into models/voters/<name> (atomically, all or none); name -> folder.
+    """Train or link every voter into models/voters/iter0/<name> (atomically, all or none); name -> folder.
     Each trained voter is kept aside as soon as it is done, so a rerun after a crash trains only the rest."""
     from restem.training.modeling import link_checkpoint
 
@@ -90,9 +92,10 @@ def build_voters(params: Params, root: Path) -> dict[str, Path]:
     return {name: voters_model_dir(root) / name for name in names}
 
 
-def answer(params: Params, folders: dict[str, Path], problems: list[dict],
-           root: Path = Path(".")) -> tuple[list[Sample], list[Score]]:
-    """Each voter's greedy completion of every problem, and the verifier's reading of it."""
+def answer(params: Params, folders: dict[str, Path], problems: list[dict], root: Path = Path("."),
+           iteration: int = 0, label: str = "voters") -> tuple[list[Sample], list[Score]]:
+    """Each voter's greedy completion of every problem, and the verifier's reading of it (rows of `iteration`:
+    0 for the voters as built, i for the co-improving voters' answers to iteration i's problems)."""
     from restem.sampling import sampler
     from restem.verifiers import batch
     from restem.training.modeling import model_hash
@@ -101,8 +104,9 @@ def answer(params: Params, folders: dict[str, Path], problems: list[dict],
     for name, folder in folders.items():
         engine = sampler.make_engine(params.grow.engine, folder, params.runtime.batch_size, params.runtime)
         greedy = SamplingParams(0.0, params.grow.max_new_tokens, stop=tuple(params.grow.stop))
-        samples += sampler.sample(engine, problems, 1, greedy, params.grow.seed, 0, PURPOSE, model_hash(folder),
-                                  label=f"voters: {name} answers", prompt=params.prompt, root=root)
+        samples += sampler.sample(engine, problems, 1, greedy, params.grow.seed, iteration, PURPOSE,
+                                  model_hash(folder), label=f"{label}: {name} answers", prompt=params.prompt,
+                                  root=root)
         del engine
     rows = [s.model_dump() for s in samples]
     views = {p["problem_id"]: batch.problem_view(p) for p in problems}
@@ -126,25 +130,29 @@ def run(params: Params, root: Path = Path(".")) -> dict:
     folders = build_voters(params, root)
     samples, scores = answer(params, folders, problems, root)
     _write_tables(root, samples, scores)
+    summary = {"used": True, "problems": len(problems), "min_agree": params.filter.voters.needed,
+               "voters": voter_report(folders, samples, scores)}
+    write_json(root / METRICS / "voters.json", summary)
+    log("voters: " + ", ".join(f"{n} verifier-correct {v['verifier_accuracy']}" for n, v in summary["voters"].items()))
+    return summary
+
+
+def voter_report(folders: dict[str, Path], samples: list[Sample], scores: list[Score]) -> dict:
+    """Per voter: its model hash, how many answers the verifier could read, and the share it calls correct
+    (reported so that the filter stays honest; the filter never reads it)."""
     from restem.training.modeling import model_hash
 
     by_policy: dict[str, list[Score]] = {}
     for s, sc in zip(samples, scores):
         by_policy.setdefault(s.policy, []).append(sc)
-    summary: dict = {"used": True, "problems": len(problems), "min_agree": params.filter.voters.needed, "voters": {}}
+    out = {}
     for name, folder in folders.items():
         model = model_hash(folder)
         rows = by_policy.get(model, [])
         labelled = [r.correct for r in rows if r.correct is not None]
-        summary["voters"][name] = {
-            "model": model,
-            "answered": sum(1 for r in rows if r.extracted is not None),
-            # Reported so that the filter stays honest; the filter never reads it.
-            "verifier_accuracy": round(sum(labelled) / len(labelled), 6) if labelled else None,
-        }
-    write_json(root / METRICS / "voters.json", summary)
-    log("voters: " + ", ".join(f"{n} verifier-correct {v['verifier_accuracy']}" for n, v in summary["voters"].items()))
-    return summary
+        out[name] = {"model": model, "answered": sum(1 for r in rows if r.extracted is not None),
+                     "verifier_accuracy": round(sum(labelled) / len(labelled), 6) if labelled else None}
+    return out
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ TINY = {
     "score": {"verifier": "arithmetic", "extraction": "strict"},  # dvc.yaml tracks score.extraction
     "filter": {"mode": "correct", "max_per_problem": 2, "dedup": True, "require_valid_steps": False,
                # dvc.yaml's `voters` stage reads it, so a params file for `dvc repro` has it
-               "voters": {"seeds": [], "checkpoints": [], "min_agree": None}},
+               "voters": {"seeds": [], "checkpoints": [], "min_agree": None, "improve": False}},
     "rationalize": {"enabled": False, "samples_per_problem": 4, "temperature": 1.0, "hint": "{reference};{prompt}",
                     "seed": 0, "hint_demos": 0.0},
     "improve": {"epochs": 1, "lr": 1e-3, "batch_size": 16, "warmup_ratio": 0.05, "schedule": "cosine",

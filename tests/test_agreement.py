@@ -138,13 +138,13 @@ def test_voters_are_really_trained_and_linked(voted):
     from restem.training.modeling import model_hash, read_meta
 
     root, _, summary = voted
-    seed1 = root / "models" / "voters" / "seed1"
+    seed1 = root / "models" / "voters" / "iter0" / "seed1"
     meta = read_meta(seed1)
     assert meta.params["train"]["seed"] == 1 and meta.iteration == "voter-seed1"
     assert meta.train_log[-1]["loss"] < 0.5 * meta.train_log[0]["loss"]  # it learned
     mine, base = load_file(seed1 / "model.safetensors"), load_file(root / "models" / "iter0" / "model.safetensors")
     assert mine.keys() == base.keys() and any(not torch.equal(mine[k], base[k]) for k in mine)  # another model
-    linked = read_meta(root / "models" / "voters" / "ckpt1")
+    linked = read_meta(root / "models" / "voters" / "iter0" / "ckpt1")
     assert linked.checkpoint and linked.model_hash == model_hash(root / "models" / "iter0")
     assert summary["used"] and set(summary["voters"]) == {"seed1", "ckpt1"}
     assert all(0 < v["verifier_accuracy"] <= 1 for v in summary["voters"].values())
@@ -178,7 +178,7 @@ def test_filter_keeps_only_answers_every_voter_gave(voted):
     kept = read_rows(root / "data" / "iter1" / "kept.parquet", Kept)
     assert kept, "the tiny voters agree on some easy problems"
     scores = {s["sample_id"]: s for s in read_rows(root / "data" / "iter1" / "scores.parquet", Score)}
-    votes = load_votes(root)
+    votes = load_votes(params.filter, 1, root)
     for k in kept:
         answers = {sc["extracted"] for _, _, sc in votes[k["problem_id"]]}
         assert answers == {scores[k["sample_id"]]["extracted"]}  # both voters gave exactly this answer
@@ -197,10 +197,11 @@ def test_unused_voters_leave_markers_and_agreement_then_says_what_to_run(trained
     src, params = trained_root
     shutil.copytree(src / "data" / "problems", tmp_path / "data" / "problems")
     assert voters.run(params, tmp_path) == {"used": False}
-    assert (tmp_path / "models" / "voters" / "unused.json").is_file()
+    assert (tmp_path / "models" / "voters" / "iter0" / "unused.json").is_file()
     assert read_rows(tmp_path / "data" / "voters" / "samples.parquet", Sample) == []
-    with pytest.raises(RestemError, match="no voter answers.*restem voters"):
-        load_votes(tmp_path)
+    agreement = params.filter.model_copy(update={"mode": "agreement"})
+    with pytest.raises(RestemError, match="no voter answers.*needs stage `voters`"):
+        load_votes(agreement, 1, tmp_path)
 
 
 def test_a_voter_checkpoint_that_is_not_a_model_names_the_param(trained_root, tmp_path):
@@ -213,7 +214,7 @@ def test_a_voter_checkpoint_that_is_not_a_model_names_the_param(trained_root, tm
     raw["filter"].update(mode="agreement", voters={"checkpoints": ["inputs/voters/nothing"]})
     with pytest.raises(RestemError, match="filter.voters.checkpoints: .*no config.json"):
         voters.run(Params.model_validate(raw), tmp_path)
-    assert not (tmp_path / "models" / "voters").exists()  # nothing half-written
+    assert not (tmp_path / "models" / "voters" / "iter0").exists()  # nothing half-written
 
 
 def test_sql_shows_the_voters_answers_beside_the_grow_samples(voted):
@@ -240,7 +241,7 @@ def test_a_rerun_after_a_failure_reuses_the_voters_already_trained(trained_root,
     raw["filter"].update(mode="agreement", voters={"seeds": [3], "checkpoints": ["inputs/voters/not-yet"]})
     with pytest.raises(RestemError, match="no config.json"):  # seed3 trained, then the checkpoint fails
         voters.run(Params.model_validate(raw), tmp_path)
-    assert not (tmp_path / "models" / "voters").exists()
+    assert not (tmp_path / "models" / "voters" / "iter0").exists()
     waiting = list(partial_dir(tmp_path).glob("seed3-*"))
     assert len(waiting) == 1 and (waiting[0] / "model.safetensors").is_file()
     shutil.copytree(src / "models" / "iter0", tmp_path / "inputs" / "voters" / "not-yet")
@@ -256,5 +257,92 @@ def test_a_rerun_after_a_failure_reuses_the_voters_already_trained(trained_root,
         voters.run(Params.model_validate(other), tmp_path)
     summary = voters.run(Params.model_validate(raw), tmp_path)
     assert set(summary["voters"]) == {"seed3", "ckpt1"}
-    assert (tmp_path / "models" / "voters" / "seed3" / "model.safetensors").is_file()
+    assert (tmp_path / "models" / "voters" / "iter0" / "seed3" / "model.safetensors").is_file()
     assert not partial_dir(tmp_path).exists()
+
+
+# ------------------------------------------------------------------ co-improving chains (filter.voters.improve)
+
+
+def test_co_improving_voters_train_like_the_policy_and_vote_with_their_new_models(voted, tmp_path):
+    """votes@1 asks the voters as built (the same greedy answers as stage voters), the filter counts those votes,
+    voters_improve@1 fine-tunes every voter on the rows the policy trained on (each its own shuffle), and the
+    answers of the improved voters (their new models) are what a later iteration's filter counts."""
+    import torch
+    from safetensors.torch import load_file
+
+    from restem.stages import filter as filter_stage, improve, voters_improve, votes
+    from restem.training.modeling import model_hash, read_meta, resolve_checkpoint
+
+    src, params, _ = voted
+    root = tmp_path / "ws"
+    shutil.copytree(src, root)
+    raw = params.model_dump(mode="json")
+    raw["filter"]["voters"]["improve"] = True
+    raw["improve"].update(epochs=1, loss_target=None)  # a few steps: what matters is that each voter moves
+    co = Params.model_validate(raw)
+
+    first = votes.run(co, 1, 0, root)
+    assert first["used"] and first["voters_of"] == "0"
+    mine = read_rows(root / "data" / "iter1" / "votes.parquet", Sample)
+    grown = {s["problem_id"] for s in read_rows(root / "data" / "iter1" / "samples.parquet", Sample)}
+    assert {s["problem_id"] for s in mine} == grown and {s["iteration"] for s in mine} == {1}
+    built = {(s["policy"], s["problem_id"]): s["completion"]
+             for s in read_rows(root / "data" / "voters" / "samples.parquet", Sample)}
+    assert {(s["policy"], s["problem_id"]): s["completion"] for s in mine}.items() <= built.items()
+    filter_stage.run(co, 1, root)
+    kept_co = read_rows(root / "data" / "iter1" / "kept.parquet", Kept)
+    filter_stage.run(params, 1, root)  # the same voters' votes from data/voters: the same kept set
+    assert read_rows(root / "data" / "iter1" / "kept.parquet", Kept) == kept_co and kept_co
+
+    improve.run(co, 1, 0, root)
+    done = voters_improve.run(co, 1, 0, root)
+    assert done == {"used": True, "voters": 2, "rows": len(kept_co)}
+    policy_meta = read_meta(root / "models" / "iter1")
+    salts = set()
+    for name in ("seed1", "ckpt1"):
+        before, after = root / "models" / "voters" / "iter0" / name, root / "models" / "voters" / "iter1" / name
+        meta = read_meta(after)
+        assert meta.parent == model_hash(before) and meta.training_data == policy_meta.training_data
+        assert meta.params["improve"] == policy_meta.params["improve"]
+        salts.add(tuple(meta.params["salt"]))
+        old = load_file(resolve_checkpoint(before) / "model.safetensors")  # ckpt1 is linked, not copied
+        new = load_file(after / "model.safetensors")
+        assert any(not torch.equal(old[k], new[k]) for k in old)  # it really trained
+    assert salts == {("voter", "seed1"), ("voter", "ckpt1")}
+    # ckpt1 is the policy's own base, trained on the same rows: only its shuffle seed tells it from the policy.
+    assert model_hash(root / "models" / "voters" / "iter1" / "ckpt1") != model_hash(root / "models" / "iter1")
+    assert not partial_dir(root).exists()
+
+    again = votes.run(co, 1, 1, root)  # the improved voters asked (as votes@2 would ask them of iteration 2)
+    assert {v["model"] for v in again["voters"].values()} == {
+        model_hash(root / "models" / "voters" / "iter1" / n) for n in ("seed1", "ckpt1")}
+    from restem.query.sql import connect
+
+    con = connect(root)
+    rows = dict(con.execute("SELECT coalesce(ref, 'built'), count(*) FROM samples WHERE purpose = 'vote' "
+                            "GROUP BY 1").fetchall())
+    assert rows == {"built": 2 * len(read_rows(root / "data" / "problems" / "train.parquet", Problem)),
+                    "1": 2 * len(grown)}
+
+
+def test_without_improve_the_co_improving_stages_write_markers_and_a_missing_voter_is_named(voted, tmp_path):
+    from restem.stages import voters_improve, votes
+
+    src, params, _ = voted
+    root = tmp_path / "ws"
+    shutil.copytree(src, root)
+    assert votes.run(params, 1, 0, root) == {"used": False}
+    assert read_rows(root / "data" / "iter1" / "votes.parquet", Sample) == []
+    assert voters_improve.run(params, 1, 0, root) == {"used": False}
+    assert json.loads((root / "models" / "voters" / "iter1" / "unused.json").read_text())["why"] == (
+        "filter.voters.improve is false")
+    raw = params.model_dump(mode="json")
+    raw["filter"]["voters"]["improve"] = True
+    with pytest.raises(RestemError, match=r"models/voters/iter1: no voter model seed1, ckpt1 .*voters_improve@1"):
+        votes.run(Params.model_validate(raw), 2, 1, root)
+    # A co-improving filter whose votes table is empty (stage votes ran without improve) says what to rerun.
+    from restem.stages import filter as filter_stage
+
+    with pytest.raises(RestemError, match="empty, but filter.voters.improve is true; rerun `votes@1`"):
+        filter_stage.run(Params.model_validate(raw), 1, root)

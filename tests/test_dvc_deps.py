@@ -204,8 +204,8 @@ def test_a_new_import_without_a_dep_is_reported(tree):
 # shard size (tests/test_grow_resume.py), grading workers, torch threads (matmul and backward bit-identical at 1
 # and 2 threads on the CPU), vLLM's memory knobs; tensor_parallel_size, like the device, may move float rounding.
 RESULTS_CHANGING = {
-    "runtime.precision": {"base", "reward_model", "voters", "grow", "rationalize", "improve", "improve_step", "evaluate"},
-    "runtime.vllm_dtype": {"reward_model", "voters", "grow", "rationalize", "evaluate"},
+    "runtime.precision": {"base", "reward_model", "voters", "votes", "voters_improve", "grow", "rationalize", "improve", "improve_step", "evaluate"},
+    "runtime.vllm_dtype": {"reward_model", "voters", "votes", "grow", "rationalize", "evaluate"},
 }
 
 

@@ -25,7 +25,7 @@ def test_typo_names_the_key(tmp_path, tiny_raw):
 
 def test_a_key_given_twice_is_an_error(tmp_path):
     """Plain YAML keeps the last of two equal keys silently; params name both lines instead."""
-    text = (REPO / "params.yaml").read_text().replace("improve:", "improve:\n  adapter: lora", 1)
+    text = (REPO / "params.yaml").read_text().replace("\nimprove:", "\nimprove:\n  adapter: lora", 1)
     path = tmp_path / "params.yaml"
     path.write_text(text)
     with pytest.raises(RestemError, match="key 'adapter' appears twice"):

@@ -40,8 +40,8 @@ def workspace(tmp_path_factory):
 def test_repro_runs_the_whole_loop(workspace):
     proc = _run(["dvc", "repro"], workspace)
     ran = _stages_run(proc.stdout)
-    assert ran == ["problems", "base", "reward_model", "voters", "grow@1", "score@1", "rationalize@1", "filter@1",
-                   "improve@1", "evaluate",
+    assert ran == ["problems", "base", "reward_model", "voters", "grow@1", "score@1", "rationalize@1", "votes@1",
+                   "filter@1", "improve@1", "voters_improve@1", "evaluate",
                    "plots"], ran
     assert (workspace / "metrics/summary.json").exists()
     assert (workspace / "data/iter1/kept.parquet").exists()
@@ -53,7 +53,7 @@ def test_appending_an_iteration_runs_exactly_its_stages(workspace):
     assert append_iteration(workspace / "params.yaml", warm=False) == 2
     assert "'2': {prev: 1, init: 0}" in (workspace / "params.yaml").read_text()
     ran = _stages_run(_run(["dvc", "repro"], workspace).stdout)
-    assert sorted(ran) == sorted(["grow@2", "score@2", "rationalize@2", "filter@2", "improve@2", "evaluate", "plots"]), ran
+    assert sorted(ran) == sorted(["grow@2", "score@2", "rationalize@2", "votes@2", "filter@2", "improve@2", "voters_improve@2", "evaluate", "plots"]), ran
 
 
 def test_second_repro_runs_nothing(workspace):
@@ -87,7 +87,7 @@ def test_next_as_experiment_and_exp_diff_shows_the_headline_moving(workspace):
     _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "two iterations"], workspace)
     proc = _run([str(Path(sys.executable).parent / "restem"), "next", "--exp"], workspace)
     ran = _stages_run(proc.stdout)
-    assert sorted(ran) == sorted(["grow@3", "score@3", "rationalize@3", "filter@3", "improve@3", "evaluate", "plots"]), ran
+    assert sorted(ran) == sorted(["grow@3", "score@3", "rationalize@3", "votes@3", "filter@3", "improve@3", "voters_improve@3", "evaluate", "plots"]), ran
     diff = _run(["dvc", "exp", "diff", "--json"], workspace).stdout
     import json
 
@@ -112,3 +112,32 @@ def test_switching_to_the_agreement_filter_reruns_voters_and_filters_but_not_gro
 
     rule = json.loads((workspace / "metrics/filter/iter1.json").read_text())["rule"]
     assert rule.startswith("agreement;voters=1;min_agree=1")
+
+
+def test_co_improving_voters_run_as_chains_in_the_dag_without_rebuilding_the_voters(workspace):
+    """filter.voters.improve on (after the agreement test above): each iteration's voters are asked after they were
+    improved on the previous iteration's training rows, in DAG order; the voters as built are not rebuilt."""
+    import json
+
+    import yaml
+
+    from restem.training.modeling import model_hash
+
+    raw = yaml.safe_load((workspace / "params.yaml").read_text())
+    assert raw["filter"]["mode"] == "agreement", "runs after the agreement test"
+    raw["filter"]["voters"]["improve"] = True
+    write_params(workspace / "params.yaml", raw)
+    ran = _stages_run(_run(["dvc", "repro"], workspace).stdout)
+    # Iteration 1's voters are the voters as built: the same votes, the same kept set, so improve@1 stands.
+    assert not {"voters", "grow@1", "improve@1"} & set(ran), ran
+    at = {name: i for i, name in enumerate(ran)}
+    for k in (1, 2, 3):
+        order = [at[f"{stage}@{k}"] for stage in ("votes", "filter", "improve", "voters_improve")
+                 if f"{stage}@{k}" in at]
+        assert order == sorted(order) and {f"votes@{k}", f"filter@{k}", f"voters_improve@{k}"} <= set(at), ran
+    assert at["voters_improve@1"] < at["votes@2"] and at["voters_improve@2"] < at["votes@3"], ran
+    second = json.loads((workspace / "metrics/votes/iter2.json").read_text())
+    assert second["voters_of"] == "1"
+    assert second["voters"]["ckpt1"]["model"] == model_hash(workspace / "models/voters/iter1/ckpt1")
+    assert model_hash(workspace / "models/voters/iter1/ckpt1") != model_hash(workspace / "models/voters/iter0/ckpt1")
+    assert _stages_run(_run(["dvc", "repro"], workspace).stdout) == []  # and then up to date

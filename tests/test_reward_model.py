@@ -120,7 +120,7 @@ def test_unused_stages_leave_the_same_markers(tiny_params, tmp_path):
     assert reward_model.run(tiny_params, tmp_path) == {"used": False}
     assert voters.run(tiny_params, tmp_path) == {"used": False}
     for stage, folders in {"reward": [reward_dir(tmp_path), reward_data_dir(tmp_path)],
-                           "voters": [tmp_path / "models" / "voters", tmp_path / "data" / "voters"]}.items():
+                           "voters": [tmp_path / "models" / "voters" / "iter0", tmp_path / "data" / "voters"]}.items():
         assert json.loads((tmp_path / "metrics" / f"{stage}.json").read_text()) == {"used": False}
         for folder in folders:
             assert json.loads((folder / "unused.json").read_text())["unused"] is True, folder

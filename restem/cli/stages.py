@@ -139,8 +139,24 @@ def reward_model(params: Path = PARAMS) -> None:
 
 @stage()
 def voters(params: Path = PARAMS) -> None:
-    """Train or link the agreement filter's voters and record their answers (models/voters, data/voters)."""
+    """Train or link the agreement filter's voters and record their answers (models/voters/iter0, data/voters)."""
     _run_stage("voters", params)
+
+
+@stage(name="voters-improve")
+def voters_improve(iteration: int = typer.Option(..., help="iteration number"),
+                   init: int = typer.Option(..., help="the iteration whose voters it starts from (0: as built)"),
+                   params: Path = PARAMS) -> None:
+    """Co-improving voters: fine-tune every voter on the policy's training rows (models/voters/iter<i>)."""
+    _run_stage("voters_improve", params, iteration, init)
+
+
+@stage()
+def votes(iteration: int = typer.Option(..., help="iteration number"),
+          prev: int = typer.Option(..., help="the iteration whose voters answer (0: as built)"),
+          params: Path = PARAMS) -> None:
+    """Co-improving voters: their greedy answers to an iteration's problems (data/iter<i>/votes.parquet)."""
+    _run_stage("votes", params, iteration, prev)
 
 
 @stage()

@@ -16,13 +16,13 @@ from typing import Callable, Iterator, Sequence
 from restem.schemas.errors import RestemError
 from restem.schemas.refs import PATTERN as REF
 from restem.workspace import (DATA, EVAL, ITERATION_METRICS, META_FILE, METRICS, MODELS, PROBLEMS, RATIONALE_SCORES,
-                              RATIONALES, TABLES, voters_data_dir)
+                              RATIONALES, TABLES, VOTE_SCORES, VOTES, voters_data_dir)
 
 # The files the views read, as the workspace lays them out (restem/workspace.py).
 _WANTED = [
     re.compile(rf"^{PROBLEMS}/[^/]+\.parquet$"),
     re.compile(rf"^({DATA}|{EVAL})/iter{REF}/({'|'.join(TABLES)})\.parquet$"),
-    re.compile(rf"^{DATA}/iter{REF}/({re.escape(RATIONALES)}|{re.escape(RATIONALE_SCORES)})$"),
+    re.compile(rf"^{DATA}/iter{REF}/({'|'.join(map(re.escape, (RATIONALES, RATIONALE_SCORES, VOTES, VOTE_SCORES)))})$"),
     re.compile(rf"^{voters_data_dir(Path())}/(samples|scores)\.parquet$"),
     re.compile(rf"^{MODELS}/iter{REF}/{re.escape(META_FILE)}$"),
     re.compile(rf"^{ITERATION_METRICS}/iter{REF}\.json$"),

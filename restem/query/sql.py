@@ -35,7 +35,7 @@ from restem.query.output import check_format, render
 from restem.query.rev import materialise_rev
 from restem.query.views import GRADED_SCORE_COLUMNS, METRICS_SCHEMA, MODELS_SCHEMA, schema_doc
 from restem.workspace import (DATA, EVAL, ITERATION_METRICS, META_FILE, MODELS, RATIONALE_SCORES, RATIONALES,
-                              problems_dir, voters_data_dir)
+                              VOTE_SCORES, VOTES, problems_dir, voters_data_dir)
 
 EXAMPLES = """\
 restem sql "SELECT iteration, purpose, count(*) FROM samples GROUP BY ALL ORDER BY ALL"
@@ -90,8 +90,9 @@ def discover(root: Path) -> Workspace:
         "problems": [(None, p) for p in problems],
         "samples_grow": _iter_files(data, "samples.parquet"),
         "samples_eval": _iter_files(root / EVAL, "samples.parquet"),
-        "samples_vote": _one_file(voters_data_dir(root) / "samples.parquet"),
-        "scores_vote": _one_file(voters_data_dir(root) / "scores.parquet"),
+        # the voters as built (iteration 0), then the co-improving voters' answers per iteration
+        "samples_vote": _one_file(voters_data_dir(root) / "samples.parquet") + _iter_files(data, VOTES),
+        "scores_vote": _one_file(voters_data_dir(root) / "scores.parquet") + _iter_files(data, VOTE_SCORES),
         "scores_grow": _iter_files(data, "scores.parquet"),
         "scores_eval": _iter_files(root / EVAL, "scores.parquet"),
         "samples_rationale": _iter_files(data, RATIONALES),

@@ -96,15 +96,16 @@ VIEWS: list[View] = [
          model_columns(Problem)),
     View("samples", "data/iter<ref>/samples.parquet (purpose 'grow'), data/eval/iter<ref>/samples.parquet ('eval') and "
          "data/voters/samples.parquet ('vote': each voter's greedy answer, iteration 0, policy = the voter's model "
-         "hash) and data/iter<ref>/rationales.parquet ('rationale': hinted samples of problems Grow did not solve, "
+         "hash; with filter.voters.improve also data/iter<ref>/votes.parquet, the co-improving voters' answers to "
+         "that iteration's problems) and data/iter<ref>/rationales.parquet ('rationale': hinted samples of problems Grow did not solve, "
          "prompt = the hinted prompt; kept ones are kept rows with the unhinted prompt and a rule starting "
          "'rationalized;'); the reward model's training samples (data/reward) are not in it",
-         model_columns(Sample) + [_ref("the voters' rows")]),
+         model_columns(Sample) + [_ref("the rows of data/voters")]),
     View("scores", "one row per sample and verifier, from the scores.parquet beside each samples file",
          model_columns(Score) + [
              Column("purpose", "VARCHAR", "'grow' | 'eval' | 'vote' | 'rationale': which samples file the row "
                     "scores"),
-             _ref("the voters' rows")]),
+             _ref("the rows of data/voters")]),
     View("kept", "data/iter<ref>/kept.parquet: the filter's training set (a step '1b' filters iteration 1's "
          "samples again: iteration 1, ref '1b')", model_columns(Kept) + [_ref()]),
     View("rejected", "data/iter<ref>/rejected.parquet: what the filter dropped, and why",
