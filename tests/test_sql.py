@@ -78,7 +78,8 @@ def make_workspace(root: Path, with_eval: bool = True) -> Path:
                      filter_reason=r[6]) for s, r in zip(samples, rows) if r[6] != "kept"])
         write_json(root / f"models/iter{it}/restem.json", {
             "model_hash": f"m{it}", "iteration": it, "parent": f"m{it - 1}", "params": {"lr": 0.001},
-            "train_log": [{"step": 10, "loss": 1.0}, {"step": 20 * it, "loss": 0.5 / it}]})
+            "train_log": [{"step": 10, "loss": 1.0}, {"step": 20 * it, "loss": 0.5 / it}
+                          | ({"stop": "loss_target", "epoch": 7, "epoch_loss": 0.09} if it == 2 else {})]})
         write_json(root / f"metrics/iterations/iter{it}.json", {
             "iteration": it, "model": f"m{it}", "trained_on_samples": 3,
             "test": {"in_dist": {"n": 4, "pass@1": 0.25 * it, "maj@2": None}}})
@@ -136,6 +137,9 @@ def test_models_and_metrics_views(workspace):
     models = q(workspace, "SELECT iteration, model_hash, parent, train_steps, final_loss, params FROM models ORDER BY 1")
     assert [(m["model_hash"], m["parent"], m["train_steps"]) for m in models] == [("m1", "m0", 20), ("m2", "m1", 40)]
     assert models[1]["final_loss"] == pytest.approx(0.25) and json.loads(models[0]["params"]) == {"lr": 0.001}
+    stops = q(workspace, "SELECT iteration, stopped_by, stop_epoch FROM models ORDER BY 1")
+    assert stops == [{"iteration": 1, "stopped_by": None, "stop_epoch": None},
+                     {"iteration": 2, "stopped_by": "loss_target", "stop_epoch": 7}]
     metrics = q(workspace, "SELECT m.iteration, value, model_hash FROM metrics m JOIN models USING (iteration) "
                            "WHERE metric = 'pass@1' ORDER BY 1")
     assert [(r["iteration"], r["value"], r["model_hash"]) for r in metrics] == [(1, 0.25, "m1"), (2, 0.5, "m2")]

@@ -126,7 +126,8 @@ def _ref_of(meta: dict, found: Ref, path: Path) -> Ref:
 
 
 def models_table(files: list[tuple[Optional[Ref], Path]]) -> pa.Table:
-    """One row per restem.json: its fields, params as JSON text, the length and last loss of its log."""
+    """One row per restem.json: its fields, params as JSON text, the length and last loss of its log, and what
+    stopped its training early (the loss target), if anything."""
     rows = []
     for found, path in files:
         meta = _json_file(path)
@@ -140,6 +141,8 @@ def models_table(files: list[tuple[Optional[Ref], Path]]) -> pa.Table:
             "train_steps": log[-1].get("step") if log else None,
             "final_loss": log[-1].get("loss") if log else None,
             "environment": json.dumps(meta.get("environment") or {}, sort_keys=True), "path": str(path),
+            "stopped_by": log[-1].get("stop") if log else None,
+            "stop_epoch": log[-1].get("epoch") if log and log[-1].get("stop") else None,
         })
     return pa.Table.from_pylist(rows, schema=MODELS_SCHEMA)
 

@@ -25,6 +25,7 @@ MODELS_SCHEMA = pa.schema([
     ("iteration", pa.int64()), ("model_hash", pa.string()), ("parent", pa.string()), ("checkpoint", pa.string()),
     ("training_data", pa.string()), ("params", pa.string()), ("train_steps", pa.int64()),
     ("final_loss", pa.float64()), ("environment", pa.string()), ("path", pa.string()), ("ref", pa.string()),
+    ("stopped_by", pa.string()), ("stop_epoch", pa.int64()),
 ])
 METRICS_SCHEMA = pa.schema([
     ("iteration", pa.int64()), ("model", pa.string()), ("subset", pa.string()), ("metric", pa.string()),
@@ -120,7 +121,10 @@ VIEWS: list[View] = [
         "training_data": _META["training_data"], "params": _META["params"] + " (JSON)",
         "train_steps": "optimizer steps of its training (NULL: not trained here)",
         "final_loss": "the last logged training loss", "environment": _META["environment"] + " (JSON; {} before it "
-        "was recorded)", "path": "the restem.json file", "ref": _REF})),
+        "was recorded)", "path": "the restem.json file", "ref": _REF,
+        "stopped_by": "what ended its training before the cap of epochs or steps ('loss_target': the first epoch "
+        "whose mean loss fell below train.loss_target); NULL: it ran to the cap",
+        "stop_epoch": "the epoch its training stopped after (with stopped_by); NULL otherwise"})),
     View("metrics", "metrics/iterations/iter<ref>.json, one row per number", _schema_columns(METRICS_SCHEMA, {
         "iteration": "iteration number of the model evaluated", "model": "its model_hash",
         "subset": "test set (e.g. 'in_dist'); NULL for the file's top-level numbers",
