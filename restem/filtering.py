@@ -290,21 +290,20 @@ def needs_consistency(f: FilterParams) -> bool:
     return f.mode in LABEL_FREE and f.require_consistent
 
 
-def vote_files(f: FilterParams, iteration: int | str, root: Path) -> tuple[Path, Path]:
-    """(samples, scores) of the votes the agreement filter of `iteration` counts: the co-improving voters' answers
-    to that iteration's problems (data/iter<i>/votes.parquet, stage votes) with filter.voters.improve, else
-    the answers of the voters as stage voters built them (data/voters)."""
+def vote_files(f: FilterParams, iteration: int | str, root: Path) -> tuple[Path, Path, str]:
+    """(samples, scores, the stage that writes them) of the votes the agreement filter of `iteration` counts: the
+    co-improving voters' answers to that iteration's problems (data/iter<i>/votes.parquet, stage votes) with
+    filter.voters.improve, else the answers of the voters as stage voters built them (data/voters)."""
     if f.co_improving:
         folder = iter_dir(iteration, root)
-        return folder / VOTES, folder / VOTE_SCORES
+        return folder / VOTES, folder / VOTE_SCORES, f"votes@{iteration}"
     folder = voters_data_dir(root)
-    return folder / "samples.parquet", folder / "scores.parquet"
+    return folder / "samples.parquet", folder / "scores.parquet", "voters"
 
 
 def load_votes(f: FilterParams, iteration: int | str, root: Path) -> dict[str, list[tuple[str, str, dict]]]:
     """problem_id -> [(voter policy hash, completion, score row)] (vote_files)."""
-    samples_path, scores_path = vote_files(f, iteration, root)
-    stage = f"votes@{iteration}" if f.co_improving else "voters"
+    samples_path, scores_path, stage = vote_files(f, iteration, root)
     if (samples_path.parent / "unused.json").is_file() or not samples_path.is_file():
         raise RestemError(f"{samples_path}: no voter answers; filter.mode `agreement` needs stage `{stage}` "
                           "(run `dvc repro`)")

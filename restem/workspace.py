@@ -50,9 +50,10 @@ def reward_data_dir(root: Path = Path(".")) -> Path:
     return root / DATA / "reward"
 
 
-def write_unused(why: str, metrics: Path, folders: dict[Path, dict[str, type]]) -> None:
+def write_unused(why: str, metrics: Path | None, folders: dict[Path, dict[str, type]]) -> None:
     """The outputs of a stage that the params leave unused: each folder holds `unused.json` saying `why` (and the
-    empty tables named, file -> row schema, for readers that expect them), and the `metrics` file says so."""
+    empty tables named, file -> row schema, for readers that expect them), and the `metrics` file (if the stage
+    has one) says so."""
     from restem.schemas.io import atomic_dir, write_json, write_rows
 
     for folder, tables in folders.items():
@@ -60,7 +61,8 @@ def write_unused(why: str, metrics: Path, folders: dict[Path, dict[str, type]]) 
             for name, schema in tables.items():
                 write_rows(tmp / name, schema, [])
             write_json(tmp / "unused.json", {"unused": True, "why": why})
-    write_json(metrics, {"used": False})
+    if metrics is not None:
+        write_json(metrics, {"used": False})
 
 
 def user_input(value: str, stage: str, field: str, root: Path = Path(".")) -> Path:

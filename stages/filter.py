@@ -39,8 +39,7 @@ def _votes(root: Path, f: FilterParams, iteration: int | str,
            samples: Sequence[dict]) -> dict[str, list[tuple[str, str, dict]]]:
     """The voters' answers by problem, checked against params and this iteration's problems."""
     votes = load_votes(f, iteration, root)
-    where, _ = vote_files(f, iteration, root)
-    stage = f"votes@{iteration}" if f.co_improving else "voters"
+    where, _, stage = vote_files(f, iteration, root)
     voters = {v for rows in votes.values() for v, _, _ in rows}
     if len(voters) != f.voters.count:
         raise RestemError(f"{where}: answers of {len(voters)} voters, but filter.voters lists "

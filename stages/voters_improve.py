@@ -20,21 +20,19 @@ from pathlib import Path
 
 from restem.schemas.errors import RestemError
 from restem.schemas.hashing import content_hash, file_hash
-from restem.schemas.io import atomic_dir, read_rows, write_json
+from restem.schemas.io import atomic_dir, read_rows
 from restem.schemas.params import Params
 from restem.schemas.tables import Kept
-from restem.workspace import META_FILE, iter_dir, log, partial_dir, voters_model_dir
+from restem.workspace import META_FILE, iter_dir, log, partial_dir, problems_dir, voters_model_dir, write_unused
 from restem.sampling.engines import set_threads
 
 
 def unused_reason(params: Params) -> str | None:
     """Why the co-improving stages have nothing to do (None: they do)."""
     f = params.filter
-    if f.mode != "agreement":
-        return f"filter.mode is `{f.mode}`"
-    if not f.voters.improve:
-        return "filter.voters.improve is false"
-    return None
+    if f.co_improving:
+        return None
+    return f"filter.mode is `{f.mode}`" if f.mode != "agreement" else "filter.voters.improve is false"
 
 
 def voter_folders(params: Params, iteration: int | str, root: Path) -> dict[str, Path]:
@@ -55,8 +53,7 @@ def run(params: Params, iteration: int | str, init: int | str, root: Path = Path
     out = voters_model_dir(root, iteration)
     why = unused_reason(params)
     if why is not None:
-        with atomic_dir(out) as tmp:
-            write_json(tmp / "unused.json", {"unused": True, "why": why})
+        write_unused(why, None, {out: {}})
         log(f"voters_improve@{iteration}: not used ({why})")
         return {"used": False}
     from restem.stages.improve import fine_tune
@@ -66,9 +63,10 @@ def run(params: Params, iteration: int | str, init: int | str, root: Path = Path
     source = iter_dir(iteration, root) / "train.parquet"
     rows = read_rows(source, Kept)
     starts = voter_folders(params, init, root)
+    demos = file_hash(problems_dir(root) / "demos.parquet") if params.improve.replay else None  # what replay reads
     done: dict[str, Path] = {}
     for name, start in starts.items():
-        key = content_hash("voter-improve", model_hash(start), file_hash(source), iteration, init,
+        key = content_hash("voter-improve", model_hash(start), file_hash(source), demos, iteration, init,
                            params.improve.model_dump(mode="json"), params.prompt.model_dump(mode="json"),
                            params.runtime.precision)
         folder = partial_dir(root) / f"iter{iteration}-{name}-{key}"
